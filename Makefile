@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both work on a fresh machine
+# with only Python 3.11+: they create .venv, install the project, and use an embedded
+# PostgreSQL (data under .data/) unless DATABASE_URL points at a server.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format install system-deps bench clean help
+
+help:
+	@echo "make run     serve the API on http://127.0.0.1:8000 (prints a token and the docs URL)"
+	@echo "make test    run the whole test suite against a real PostgreSQL"
+	@echo "make lint    ruff (format + lint) and mypy --strict"
+	@echo "make bench   the benchmark (docs/performance.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/aurion serve --migrate --print-token
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench
+
+# Debian packages some tests and the benchmark use (wrk, chromium, pgbouncer, nginx, node).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

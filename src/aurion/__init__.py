@@ -1,0 +1,3 @@
+"""Aurion Conversations API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""The ASGI application: create_app() wires settings, database, auth and routes.
+
+Nothing connects at import time; the lifespan opens the engine and closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from aurion import __version__
+from aurion.auth.tokens import TokenVerifier
+from aurion.conversations.router import router as conversations_router
+from aurion.db.engine import create_engine
+from aurion.errors import error_response, install_error_handlers, is_database_unavailable
+from aurion.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from aurion.observability import configure_logging
+from aurion.settings import Settings, get_settings
+
+logger = logging.getLogger("aurion.app")
+
+DESCRIPTION = """
+The Aurion Conversations API: helpdesk conversations (support tickets with messages) and,
+at its heart, **child conversations** that carry their parent's context so follow-up work can
+be tracked separately.
+
+* Authenticate with `Authorization: Bearer <JWT>`; scopes `conversations:read` and
+  `conversations:write`. A conversation of another workspace answers 404, like a missing one.
+* Errors are `{"detail": "...", "code": "..."}`; malformed requests are 422 in FastAPI's
+  shape `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
+* Times are ISO 8601 UTC (`2019-08-24T14:15:22Z`); ids are UUIDs (v7, time-ordered).
+"""
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server under ``settings.data_dir`` (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    from aurion.db.embedded import EmbeddedPostgres
+
+    return EmbeddedPostgres(os.path.join(settings.data_dir, "postgres")).start()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = resolve_database_url(settings)
+        app.state.engine = create_engine(settings, url)
+        app.state.database_url = url
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Aurion Conversations API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.verifier = TokenVerifier(settings)
+    install_error_handlers(app)
+    app.include_router(conversations_router)
+
+    @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], operation_id="readyz", include_in_schema=False)
+    async def readyz() -> object:
+        """The database answers and its schema is at the latest migration."""
+        from aurion.db.migrate import current_revisions, head_revisions
+
+        try:
+            async with app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                current = await current_revisions(conn)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            return error_response(
+                503, "database_unavailable", "The database is unreachable.", {"Retry-After": "2"}
+            )
+        if current != head_revisions(app.state.database_url):
+            return error_response(
+                503, "migrations_pending", "The database schema is not at the latest migration."
+            )
+        return {"status": "ready", "database": "ok", "migrations": sorted(current)}
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

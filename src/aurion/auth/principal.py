@@ -1,0 +1,19 @@
+"""Who is calling: the verified claims a request acts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ = "conversations:read"
+WRITE = "conversations:write"
+ALL_SCOPES = (READ, WRITE)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    workspace_id: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

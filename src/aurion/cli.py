@@ -1,0 +1,257 @@
+"""The ``aurion`` command: serve, db upgrade, token, seed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aurion.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from aurion.db.embedded import EmbeddedPostgres
+
+READ_WRITE = "conversations:read conversations:write"
+
+
+class _Database:
+    """The database the command works on: DATABASE_URL, or the embedded server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+        self.started_here = False
+
+    def url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        from aurion.db.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(os.path.join(self.settings.data_dir, "postgres"))
+        self.embedded = embedded
+        self.started_here = not embedded.is_running()
+        url = embedded.start()
+        if self.started_here:
+            print(f"Started embedded PostgreSQL (data in {embedded.data_dir}).")
+        return url
+
+    def stop_if_started(self) -> None:
+        if self.embedded is not None and self.started_here:
+            self.embedded.stop()
+            print("Stopped embedded PostgreSQL.")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from aurion.auth.tokens import mint_token
+    from aurion.db.migrate import upgrade
+
+    settings = get_settings()
+    database = _Database(settings)
+    url = database.url()
+    # Workers are separate processes: they find the database through the environment.
+    os.environ["DATABASE_URL"] = url
+    try:
+        if args.migrate:
+            upgrade(url)
+            print("Database migrated to the latest revision.")
+        base = f"http://{args.host}:{args.port}"
+        if args.print_token and settings.jwt_secret:
+            token = mint_token(
+                settings, workspace=args.workspace, subject="dev-user", scopes=READ_WRITE
+            )
+            print(f"\nDocs:  {base}/docs")
+            print(f"Token (workspace {args.workspace!r}, 24 h, read+write):\n\n{token}\n")
+            print(
+                f'Try:   curl -H "Authorization: Bearer $TOKEN" {base}/api/v2/conversations/...\n'
+            )
+        uvicorn.run(
+            "aurion.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            timeout_graceful_shutdown=args.graceful_timeout,
+        )
+    finally:
+        database.stop_if_started()
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from aurion.db.migrate import upgrade
+
+    database = _Database(get_settings())
+    upgrade(database.url(), args.revision)
+    print(f"Database upgraded to {args.revision}.")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from aurion.auth.tokens import mint_token
+
+    print(
+        mint_token(
+            get_settings(),
+            workspace=args.workspace,
+            subject=args.sub,
+            scopes=args.scope,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from aurion.auth.principal import Principal
+    from aurion.conversations import service
+    from aurion.conversations.schemas import ConversationCreate
+    from aurion.db.engine import create_engine
+    from aurion.db.migrate import upgrade
+
+    settings = get_settings()
+    url = _Database(settings).url()
+    upgrade(url)
+    body = ConversationCreate.model_validate(
+        {
+            "subject": "Order #1001 arrived damaged",
+            "status": "open",
+            "priority": "high",
+            "urgency": "high",
+            "impact": "single_user",
+            "category": "shipping",
+            "sub_category": "damaged_item",
+            "channel": "email",
+            "source": "email",
+            "conversation_type": "incident",
+            "company_id": "comp_acme",
+            "company_name": "Acme Corp",
+            "contact_id": "contact_jo",
+            "contact_name": "Jo Customer",
+            "contact_email": "jo@acme.example",
+            "contact_phone": "+1 555 0100",
+            "contact_role": "buyer",
+            "department_id": "dept_support",
+            "assignee_team_id": "team_logistics",
+            "assignee_team_name": "Logistics",
+            "assignee_user_id": "user_dana",
+            "assignee_user_name": "Dana Agent",
+            "tags": ["vip", "shipping"],
+            "custom_attrs": {"order_id": "A-1001", "value_eur": 249.0},
+            "ai_language": "en",
+            "sla_first_response_due": "2030-01-01T09:00:00Z",
+            "sla_resolution_due": "2030-01-03T17:00:00Z",
+            "sla_state": "active",
+            "messages": [
+                {
+                    "body": "My order arrived with a cracked screen.",
+                    "sender_type": "contact",
+                    "sender_id": "contact_jo",
+                },
+                {
+                    "body": "Sorry to hear that! Could you send a photo?",
+                    "sender_type": "agent",
+                    "sender_id": "user_dana",
+                },
+                {"body": "Photo attached.", "sender_type": "contact", "sender_id": "contact_jo"},
+            ],
+        }
+    )
+    principal = Principal(subject="seed", workspace_id=args.workspace, scopes=frozenset())
+
+    async def run() -> str:
+        engine = create_engine(settings, url)
+        try:
+            async with engine.connect() as conn:
+                view = await service.create_conversation(conn, principal, body)
+                await conn.commit()
+                return str(view.id)
+        finally:
+            await engine.dispose()
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aurion",
+        description="Aurion Conversations API. Without DATABASE_URL, commands use an embedded "
+        "PostgreSQL whose data lives under AURION_DATA_DIR (default .data/).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="Serve the API (uvicorn).", description="Serve the API.")
+    serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
+    serve.add_argument("--workers", type=int, default=1, help="Worker processes (default 1).")
+    serve.add_argument(
+        "--migrate", action="store_true", help="Apply database migrations before serving."
+    )
+    serve.add_argument(
+        "--print-token",
+        action="store_true",
+        help="Print a development bearer token and the docs URL before serving.",
+    )
+    serve.add_argument(
+        "--workspace", default="demo", help="Workspace of the printed token (default demo)."
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=20,
+        help="Seconds in-flight requests get to finish on SIGTERM (default 20).",
+    )
+    serve.set_defaults(func=_serve)
+
+    db = sub.add_parser("db", help="Database commands.", description="Database commands.")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = db_sub.add_parser("upgrade", help="Apply migrations (Alembic) up to a revision.")
+    up.add_argument("--revision", default="head", help="Target revision (default head).")
+    up.set_defaults(func=_db_upgrade)
+
+    token = sub.add_parser(
+        "token",
+        help="Mint an HS256 bearer token with AURION_JWT_SECRET.",
+        description="Mint an HS256 bearer token signed with AURION_JWT_SECRET (local use).",
+    )
+    token.add_argument("--workspace", required=True, help="Workspace id claim.")
+    token.add_argument("--sub", required=True, help="Subject (user or integration id).")
+    token.add_argument("--scope", default=READ_WRITE, help=f'Scopes (default "{READ_WRITE}").')
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="Lifetime in seconds.")
+    token.set_defaults(func=_token)
+
+    seed = sub.add_parser(
+        "seed",
+        help="Create a demo parent conversation with messages; print its id.",
+        description="Create a demo parent conversation with messages and print its id.",
+    )
+    seed.add_argument("--workspace", default="demo", help="Workspace (default demo).")
+    seed.set_defaults(func=_seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a command-line tool reports, it does not dump a traceback
+        if os.environ.get("AURION_DEBUG"):
+            raise
+        print(f"aurion: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

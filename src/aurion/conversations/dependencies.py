@@ -1,0 +1,47 @@
+"""Request-scoped dependencies: the database connection, settings and typed path/query params."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Header, Path, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aurion.settings import Settings
+
+
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """One connection (and transaction) per request; rolled back unless the route commits."""
+    async with request.app.state.engine.connect() as conn:
+        yield conn
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+ConversationID = Annotated[UUID, Path(description="The conversation's id (a UUID).")]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=1024,
+        description='Only act if the parent\'s ETag matches, e.g. `"3"` (412 otherwise).',
+        examples=['"1"'],
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
+# A cursor is a base64url-encoded child id (22 characters): the pattern makes any accepted
+# value decodable, so a forged or truncated cursor is a 422 like any other bad parameter.
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9_-]{22}$",
+        description="`next_cursor` of the previous page; omit for the first page.",
+    ),
+]

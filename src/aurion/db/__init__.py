@@ -1,0 +1,1 @@
+"""Database kit: metadata, engine, embedded PostgreSQL, migrations."""

@@ -1,0 +1,228 @@
+"""Application errors and the handlers that render every error in the documented shapes.
+
+* 422: FastAPI's shape, ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``.
+* everything else: ``{"detail": "<sentence>", "code": "<snake_case>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("aurion.errors")
+
+DB_RETRY_AFTER_SECONDS = 2
+
+
+class AppError(Exception):
+    """An error a client can act on: a status, a stable code and a human sentence."""
+
+    status_code = 400
+    code = "bad_request"
+    message = "The request cannot be served."
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+        self.message = message or self.message
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    message = "A bearer token is required."
+
+
+class InvalidToken(AppError):
+    status_code = 401
+    code = "invalid_token"
+    message = "The bearer token is invalid."
+
+
+class InsufficientScope(AppError):
+    status_code = 403
+    code = "insufficient_scope"
+    message = "The token lacks the scope this operation needs."
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "The request body exceeds the size limit."
+
+
+class DatabaseUnavailable(AppError):
+    status_code = 503
+    code = "database_unavailable"
+    message = "The database is unavailable; retry shortly."
+
+
+class ErrorBody(BaseModel):
+    """Every non-validation error."""
+
+    detail: str = Field(
+        description="A human-readable sentence.", examples=["Conversation not found."]
+    )
+    code: str = Field(
+        description="A stable snake_case code to branch on.", examples=["conversation_not_found"]
+    )
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where the problem is.", examples=[["body", "subject"]]
+    )
+    msg: str = Field(description="What is wrong.", examples=["Field required"])
+    type: str = Field(description="The error type.", examples=["missing"])
+
+
+class ValidationErrorBody(BaseModel):
+    """FastAPI's validation error shape."""
+
+    detail: list[ValidationIssue] = Field(description="One entry per problem.")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps({"detail": message, "code": code}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def validation_response(errors: Iterable[dict[str, Any]]) -> Response:
+    detail = [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in errors
+    ]
+    return Response(
+        orjson.dumps({"detail": detail}), status_code=422, media_type="application/json"
+    )
+
+
+# SQLSTATE classes that mean "the database cannot serve us right now", not "the query is wrong":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (restart,
+# pg_terminate_backend, statement timeout), 40 transaction rollback (deadlock, serialization).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says the database is down, busy or unreachable."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError | TimeoutError | ConnectionError | OSError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+            return True
+        name = type(current).__name__
+        if name in {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"}:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return validation_response(exc.errors())
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "No such endpoint."
+    return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    if is_database_unavailable(exc):
+        logger.warning(
+            "database unavailable: %s",
+            type(exc).__name__,
+            extra={"request_id": _request_id(request)},
+        )
+        return database_unavailable_response()
+    logger.exception("unhandled error", extra={"request_id": _request_id(request)})
+    return error_response(
+        500,
+        "internal_error",
+        f"An internal error occurred; quote request id {_request_id(request)} when reporting it.",
+    )
+
+
+def database_unavailable_response() -> Response:
+    err = DatabaseUnavailable()
+    return error_response(
+        err.status_code,
+        err.code,
+        err.message,
+        {"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database failures are handled inside the exception middleware (no re-raise, no traceback
+    # noise for an expected outage); anything else falls through to the server-error handler.
+    for exc_class in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exc_class, _unexpected_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def error_responses(*errors: type[AppError], validation: bool = True) -> dict[int | str, Any]:
+    """OpenAPI ``responses`` for the given errors (grouped by status)."""
+    by_status: dict[int, list[type[AppError]]] = {}
+    for err in errors:
+        by_status.setdefault(err.status_code, []).append(err)
+    responses: dict[int | str, Any] = {}
+    for status, errs in sorted(by_status.items()):
+        codes = ", ".join(f"`{e.code}`" for e in errs)
+        responses[status] = {
+            "model": ErrorBody,
+            "description": f"{codes}: " + " / ".join(e.message for e in errs),
+        }
+    if validation:
+        responses[422] = {
+            "model": ValidationErrorBody,
+            "description": "The request is malformed (body, path, query or header).",
+        }
+    return responses

@@ -1,0 +1,5 @@
+"""Imports every table module, so the metadata is complete (Alembic, checks)."""
+
+
+def load_all_models() -> None:
+    import aurion.conversations.models  # noqa: F401
