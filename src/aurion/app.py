@@ -5,6 +5,7 @@ Nothing connects at import time; the lifespan opens the engine and closes it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
 from aurion.db.engine import create_engine
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
+from aurion.idempotency.service import purge_periodically
 from aurion.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aurion.observability import configure_logging
 from aurion.settings import Settings, get_settings
@@ -55,9 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = resolve_database_url(settings)
         app.state.engine = create_engine(settings, url)
         app.state.database_url = url
+        purger = None
+        if settings.idempotency_purge_interval_seconds:
+            purger = asyncio.create_task(
+                purge_periodically(app.state.engine, settings.idempotency_purge_interval_seconds)
+            )
         try:
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
             await app.state.engine.dispose()
 
     app = FastAPI(

@@ -96,6 +96,25 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge_keys(args: argparse.Namespace) -> int:
+    from aurion.db.engine import create_engine
+    from aurion.idempotency.service import purge_expired
+
+    settings = get_settings()
+    url = _Database(settings).url()
+
+    async def run() -> int:
+        engine = create_engine(settings, url)
+        try:
+            async with engine.connect() as conn:
+                return await purge_expired(conn)
+        finally:
+            await engine.dispose()
+
+    print(f"Purged {asyncio.run(run())} expired idempotency keys.")
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from aurion.auth.tokens import mint_token
 
@@ -218,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="Apply migrations (Alembic) up to a revision.")
     up.add_argument("--revision", default="head", help="Target revision (default head).")
     up.set_defaults(func=_db_upgrade)
+    purge = db_sub.add_parser(
+        "purge-keys",
+        help="Delete expired Idempotency-Key records (the service also does this hourly).",
+    )
+    purge.set_defaults(func=_purge_keys)
 
     token = sub.add_parser(
         "token",

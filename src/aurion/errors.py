@@ -116,26 +116,46 @@ def validation_response(errors: Iterable[dict[str, Any]]) -> Response:
 # 08 connection exception, 53 insufficient resources, 57 operator intervention (restart,
 # pg_terminate_backend, statement timeout), 40 transaction rollback (deadlock, serialization).
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+# A lock wait that outlasted lock_timeout: the row is too busy right now.
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (SQLAlchemy's ``orig``, causes, contexts), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return chain
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind ``exc``, if any."""
+    for item in _causes(exc):
+        sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        if isinstance(sqlstate, str):
+            return sqlstate
+    return None
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says the database is down, busy or unreachable."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sa_exc.TimeoutError | TimeoutError | ConnectionError | OSError):
+    for item in _causes(exc):
+        if isinstance(item, sa_exc.TimeoutError | TimeoutError | ConnectionError | OSError):
             return True
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+        if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
             return True
-        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+        if type(item).__name__ in {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "InternalClientError",
+        }:
             return True
-        name = type(current).__name__
-        if name in {"ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"}:
-            return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return False
+    sqlstate = sqlstate_of(exc)
+    return sqlstate is not None and (
+        sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == LOCK_NOT_AVAILABLE
+    )
 
 
 def _request_id(request: Request) -> str:

@@ -3,3 +3,4 @@
 
 def load_all_models() -> None:
     import aurion.conversations.models  # noqa: F401
+    import aurion.idempotency.models  # noqa: F401

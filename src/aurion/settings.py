@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=3.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    # Bounds every row-lock wait (a parent under heavy concurrency, a duplicate Idempotency-Key).
+    db_lock_timeout_ms: int = Field(default=3000, ge=0)
 
     jwt_secret: str | None = DEV_JWT_SECRET
     jwt_public_key: str | None = None
@@ -43,6 +45,8 @@ class Settings(BaseSettings):
     max_children_per_parent: int = Field(default=50, ge=0)
     max_body_bytes: int = 1024 * 1024
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # How often each process purges expired keys (0: never; then run `aurion db purge-keys`).
+    idempotency_purge_interval_seconds: int = Field(default=3600, ge=0)
 
     cors_origins: list[str] = []
     log_level: str = "INFO"

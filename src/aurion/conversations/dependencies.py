@@ -35,6 +35,17 @@ IfMatch = Annotated[
         examples=['"1"'],
     ),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x20-\x7e]{1,255}$",
+        description="Makes a retry safe: 1–255 printable ASCII characters, unique per "
+        "operation. Within 24 h, a request with the same key and body gets the first "
+        "response back (`Idempotent-Replayed: true`) and nothing new is written.",
+        examples=["3f1c9a2e-retry-safe-key"],
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
 # A cursor is a base64url-encoded child id (22 characters): the pattern makes any accepted
 # value decodable, so a forged or truncated cursor is a 422 like any other bad parameter.

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from aurion.auth import ReadPrincipal, WritePrincipal
+from aurion.auth import Principal, ReadPrincipal, WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
 from aurion.conversations import service
 from aurion.conversations.dependencies import (
     ConnectionDep,
     ConversationID,
     Cursor,
+    IdempotencyKey,
     IfMatch,
     Limit,
     SettingsDep,
@@ -35,6 +40,9 @@ from aurion.conversations.schemas import (
     ConversationPage,
 )
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
+from aurion.idempotency import service as idempotency
+from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from aurion.settings import Settings
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
 
@@ -45,7 +53,13 @@ _LOCATION_HEADER = {
         "description": 'The new conversation\'s version, quoted: `"1"`.',
         "schema": {"type": "string"},
     },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored response of an earlier request "
+        "with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
 }
+_REPLAYED_HEADERS = ("location", "etag")
 
 
 def _default(value: Any) -> str:
@@ -71,6 +85,42 @@ def conversation_response(view: service.ConversationView, status_code: int = 200
     return json_response(view.public(), status_code, headers)
 
 
+async def run_idempotently(
+    conn: AsyncConnection,
+    principal: Principal,
+    settings: Settings,
+    request: Request,
+    body: BaseModel,
+    key: str | None,
+    create: Callable[[], Awaitable[Response]],
+) -> Response:
+    """Run ``create`` and commit; with a key, at most once per (workspace, subject, key)."""
+    if key is None:
+        response = await create()
+        await conn.commit()
+        return response
+    fingerprint = idempotency.fingerprint(request.method, request.url.path, body)
+    ttl = timedelta(hours=settings.idempotency_ttl_hours)
+    stored = await idempotency.begin(conn, principal, key, fingerprint, ttl)
+    if stored is not None:
+        return Response(
+            stored.body,
+            status_code=stored.status_code,
+            media_type="application/json",
+            headers={**stored.headers, "Idempotent-Replayed": "true"},
+        )
+    response = await create()
+    headers = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
+    await idempotency.remember(
+        conn, principal, key, response.status_code, bytes(response.body), headers
+    )
+    await conn.commit()
+    return response
+
+
+_IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
+
+
 @router.post(
     "/{conversation_id}/children",
     status_code=201,
@@ -88,18 +138,21 @@ def conversation_response(view: service.ConversationView, status_code: int = 200
             ParentIsChild,
             ChildrenLimitReached,
             PreconditionFailed,
+            *_IDEMPOTENCY_ERRORS,
             PayloadTooLarge,
             DatabaseUnavailable,
         ),
     },
 )
 async def create_child_conversation(
+    request: Request,
     conversation_id: ConversationID,
     body: ChildConversationCreate,
     principal: WritePrincipal,
     conn: ConnectionDep,
     settings: SettingsDep,
     if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Create a child conversation that inherits the parent's context.
 
@@ -107,17 +160,21 @@ async def create_child_conversation(
     attributes and SLA due dates; it starts `open` with no messages. The parent gets a
     `child_created` activity and a new version, and is reopened if it was resolved or closed.
     Children are one level deep, and a parent has at most `AURION_MAX_CHILDREN_PER_PARENT`.
+    With an `Idempotency-Key`, a retry returns the first response instead of a second child.
     """
-    view = await service.create_child(
-        conn,
-        principal,
-        conversation_id,
-        body.subject,
-        if_match=if_match,
-        max_children=settings.max_children_per_parent,
-    )
-    await conn.commit()
-    return conversation_response(view, 201)
+
+    async def create() -> Response:
+        view = await service.create_child(
+            conn,
+            principal,
+            conversation_id,
+            body.subject,
+            if_match=if_match,
+            max_children=settings.max_children_per_parent,
+        )
+        return conversation_response(view, 201)
+
+    return await run_idempotently(conn, principal, settings, request, body, idempotency_key, create)
 
 
 @router.post(
@@ -128,18 +185,24 @@ async def create_child_conversation(
     summary="Create a conversation",
     responses={
         201: {"description": "The new conversation.", "headers": _LOCATION_HEADER},
-        **error_responses(*AUTH_ERRORS, PayloadTooLarge, DatabaseUnavailable),
+        **error_responses(*AUTH_ERRORS, *_IDEMPOTENCY_ERRORS, PayloadTooLarge, DatabaseUnavailable),
     },
 )
 async def create_conversation(
+    request: Request,
     body: ConversationCreate,
     principal: WritePrincipal,
     conn: ConnectionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Create a conversation, optionally with its first messages."""
-    view = await service.create_conversation(conn, principal, body)
-    await conn.commit()
-    return conversation_response(view, 201)
+
+    async def create() -> Response:
+        view = await service.create_conversation(conn, principal, body)
+        return conversation_response(view, 201)
+
+    return await run_idempotently(conn, principal, settings, request, body, idempotency_key, create)
 
 
 @router.get(

@@ -47,6 +47,7 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
             else None,
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
+                "lock_timeout": str(settings.db_lock_timeout_ms),
                 "idle_in_transaction_session_timeout": "30000",
                 "application_name": "aurion",
             },

@@ -1,0 +1,1 @@
+"""Idempotency-Key: exactly-once creation under client retries (SPEC §2)."""
