@@ -26,15 +26,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 class EmbeddedPostgres:
     """Start, stop and reach a PostgreSQL cluster kept in ``data_dir``."""
 
@@ -57,10 +48,10 @@ class EmbeddedPostgres:
 
     @property
     def port(self) -> int:
+        # Chosen once and kept, so URLs handed out stay valid across restarts (PostgreSQL
+        # binds with SO_REUSEADDR, so lingering TIME_WAIT connections do not block it).
         if self.port_file.exists():
-            port = int(self.port_file.read_text().strip())
-            if self.is_running() or _port_is_free(port):
-                return port
+            return int(self.port_file.read_text().strip())
         port = _free_port()
         self.port_file.write_text(str(port))
         return port
