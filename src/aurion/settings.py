@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=3.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    # The database URL points at PgBouncer in transaction pooling mode (docs/scaling.md).
+    db_pgbouncer: bool = False
     # Bounds every row-lock wait (a parent under heavy concurrency, a duplicate Idempotency-Key).
     db_lock_timeout_ms: int = Field(default=3000, ge=0)
 

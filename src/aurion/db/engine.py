@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,7 +36,7 @@ def sync_url(url: str) -> str:
 
 def create_engine(settings: Settings, url: str) -> AsyncEngine:
     """An engine whose every wait is bounded, so a sick database yields 503s rather than hangs."""
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -53,3 +56,33 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
             },
         },
     )
+    if settings.db_pgbouncer:
+        _behind_pgbouncer(engine)
+    return engine
+
+
+# The only startup parameter PgBouncer passes through that we set; it refuses the others, so
+# behind it the timeouts are set on the database role instead (docs/scaling.md).
+_PGBOUNCER_STARTUP_PARAMETERS = frozenset({"application_name"})
+
+
+def _behind_pgbouncer(engine: AsyncEngine) -> None:
+    """Make the driver safe behind PgBouncer in transaction pooling mode.
+
+    There, consecutive transactions of one client connection run on different server
+    connections, so a statement prepared under a name in one may be missing (or taken) in the
+    next. With both statement caches off, asyncpg (>= 0.29) prepares every statement unnamed and
+    re-parses it in the same round trip as its execution, inside the transaction SQLAlchemy
+    always opens: nothing outlives a transaction, so names can neither collide nor pile up on
+    the server (unique ``prepared_statement_name_func`` names would avoid collisions, but each
+    statement's close may reach another server connection and leave it behind there).
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect_params(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["statement_cache_size"] = 0  # asyncpg's cache of named statements
+        cparams["prepared_statement_cache_size"] = 0  # SQLAlchemy's, in its asyncpg adapter
+        server_settings = cparams.get("server_settings") or {}
+        cparams["server_settings"] = {
+            k: v for k, v in server_settings.items() if k in _PGBOUNCER_STARTUP_PARAMETERS
+        }
