@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -44,6 +45,10 @@ class _Database:
             print("Stopped embedded PostgreSQL.")
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -55,6 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
     url = database.url()
     # Workers are separate processes: they find the database through the environment.
     os.environ["DATABASE_URL"] = url
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: make that an
+    # exit that runs the cleanup below (stopping the embedded server) instead of a hard kill.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         if args.migrate:
             upgrade(url)
