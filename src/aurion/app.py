@@ -18,8 +18,10 @@ from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
 from aurion.db.engine import create_engine
+from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
 from aurion.idempotency.service import purge_periodically
+from aurion.metrics import Metrics, metrics_endpoint
 from aurion.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from aurion.observability import configure_logging
 from aurion.settings import Settings, get_settings
@@ -74,11 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by install_docs: local assets, and routes the access log can name.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(conversations_router)
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -107,5 +116,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "database": "ok", "migrations": sorted(current)}
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

@@ -78,6 +78,8 @@ class ErrorBody(BaseModel):
 
 
 class ValidationIssue(BaseModel):
+    """One validation problem: where it is, what is wrong, and its type."""
+
     loc: list[str | int] = Field(
         description="Where the problem is.", examples=[["body", "subject"]]
     )
@@ -239,10 +241,34 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
         responses[status] = {
             "model": ErrorBody,
             "description": f"{codes}: " + " / ".join(e.message for e in errs),
+            "content": {"application/json": {"examples": _error_examples(errs)}},
         }
     if validation:
         responses[422] = {
             "model": ValidationErrorBody,
             "description": "The request is malformed (body, path, query or header).",
+            "content": {"application/json": {"example": VALIDATION_EXAMPLE}},
         }
+    responses[500] = {
+        "model": ErrorBody,
+        "description": "`internal_error`: a bug. The body names the request id to report.",
+        "content": {"application/json": {"example": INTERNAL_ERROR_EXAMPLE}},
+    }
     return responses
+
+
+VALIDATION_EXAMPLE = {
+    "detail": [{"loc": ["body", "subject"], "msg": "Field required", "type": "missing"}]
+}
+INTERNAL_ERROR_EXAMPLE = {
+    "detail": "An internal error occurred; quote request id 4f9c2a7e1b3d4c5e when reporting it.",
+    "code": "internal_error",
+}
+
+
+def _error_examples(errors: list[type[AppError]]) -> dict[str, Any]:
+    """One named example per code, so the docs page offers each in a drop-down."""
+    return {
+        err.code: {"summary": err.message, "value": {"detail": err.message, "code": err.code}}
+        for err in errors
+    }

@@ -10,6 +10,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aurion.errors import PayloadTooLarge, error_response
+from aurion.metrics import UNMATCHED_ROUTE, Metrics
 
 logger = logging.getLogger("aurion.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -74,10 +75,15 @@ async def _empty_receive() -> Message:
 
 
 class RequestContextMiddleware:
-    """Give every request an id (``X-Request-ID`` echoed or generated) and log its outcome."""
+    """Give every request an id (``X-Request-ID`` echoed or generated), log and count it.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The log line has the route *template* and the workspace the auth dependency put in the
+    scope state; never the token, the query string or a body.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,15 +116,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            method = str(scope.get("method"))
+            if self.metrics is not None:
+                self.metrics.observe(method, route, status, elapsed)
             logger.info(
                 "request",
                 extra={
                     "request_id": request_id,
-                    "method": scope.get("method"),
-                    "route": getattr(route, "path", scope.get("path")),
+                    "method": method,
+                    "route": route,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "workspace_id": scope.get("state", {}).get("workspace_id"),
                 },
             )
