@@ -7,12 +7,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format install system-deps bench clean help
+.PHONY: run test lint format install system-deps test-deps openapi bench clean help
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:8000 (prints a token and the docs URL)"
 	@echo "make test    run the whole test suite against a real PostgreSQL"
 	@echo "make lint    ruff (format + lint) and mypy --strict"
+	@echo "make openapi regenerate openapi.json from the code (a test fails when it drifts)"
 	@echo "make bench   the benchmark (docs/performance.md)"
 
 $(STAMP): pyproject.toml
@@ -26,8 +27,18 @@ install: $(STAMP)
 run: install
 	$(BIN)/aurion serve --migrate --print-token
 
-test: install
+test: install test-deps
 	$(BIN)/pytest
+
+# The docs-page browser test needs Debian's chromium, the client tests Node.js and npm (their
+# npm packages are installed by the tests themselves, with `npm ci`). Best effort: where these
+# cannot be installed, those tests skip and say why; the rest of the suite still runs.
+test-deps:
+	@bash scripts/install-system-deps.sh chromium $$(command -v npm >/dev/null || echo nodejs npm) \
+	  || echo "make test-deps: could not install chromium/node; the browser and client tests will skip"
+
+openapi: install
+	$(BIN)/python -m aurion.docs openapi.json
 
 lint: install
 	$(BIN)/ruff format --check src tests migrations bench

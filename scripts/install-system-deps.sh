@@ -14,5 +14,8 @@ done
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Another apt run (a colleague's, unattended upgrades) may hold the lock: wait for it.
+apt_opts=(-o DPkg::Lock::Timeout=300)
+$SUDO apt-get "${apt_opts[@]}" update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${apt_opts[@]}" install -y -qq \
+  --no-install-recommends "${missing[@]}"

@@ -49,6 +49,8 @@ def require_scope(scope: str):  # type: ignore[no-untyped-def]
         _credentials: Annotated[object, Depends(bearer_scheme)],
     ) -> Principal:
         principal = authenticate(request)
+        # For the access log (RequestContextMiddleware): which tenant this request acted for.
+        request.state.workspace_id = principal.workspace_id
         if not principal.has_scope(scope):
             raise InsufficientScope(
                 f"This operation needs the {scope} scope.",

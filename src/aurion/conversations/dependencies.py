@@ -26,7 +26,13 @@ def get_settings(request: Request) -> Settings:
 ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
-ConversationID = Annotated[UUID, Path(description="The conversation's id (a UUID).")]
+ConversationID = Annotated[
+    UUID,
+    Path(
+        description="The conversation's id (a UUID).",
+        examples=["0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70"],
+    ),
+]
 IfMatch = Annotated[
     str | None,
     Header(
@@ -46,7 +52,7 @@ IdempotencyKey = Annotated[
         examples=["3f1c9a2e-retry-safe-key"],
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.", examples=[20])]
 # A cursor is a base64url-encoded child id (22 characters): the pattern makes any accepted
 # value decodable, so a forged or truncated cursor is a 422 like any other bad parameter.
 Cursor = Annotated[
@@ -54,5 +60,6 @@ Cursor = Annotated[
     Query(
         pattern=r"^[A-Za-z0-9_-]{22}$",
         description="`next_cursor` of the previous page; omit for the first page.",
+        examples=["AZOwonxOfRqfPiuMTV5vcA"],
     ),
 ]

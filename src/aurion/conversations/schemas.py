@@ -87,8 +87,12 @@ TIME_EXAMPLE = "2019-08-24T14:15:22Z"
 UUID_EXAMPLE = "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70"
 
 
-def _f(description: str, example: Any = None, **kwargs: Any) -> Any:
-    examples = None if example is None else [example]
+_NO_EXAMPLE: Any = object()
+
+
+def _f(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> Any:
+    # An explicit None is a real example: the field is usually null.
+    examples = None if example is _NO_EXAMPLE else [example]
     return Field(description=description, examples=examples, **kwargs)
 
 
@@ -186,7 +190,10 @@ class Conversation(BaseModel):
     messages: list[MessageRead] = _f(
         "Messages, oldest first; at most the newest 200 (tab_counts.messages has the total).", []
     )
-    parent_id: str | None = _f("The parent conversation's id, for a child.", None)
+    parent_id: str | None = _f(
+        "The parent conversation's id, for a child; null otherwise.",
+        "0193b0a2-6b1d-7c0e-8e2d-1a7b3c4d5e6f",
+    )
     planned_effort_minutes: int | None = _f("Planned effort in minutes.", None)
     planned_end: str | None = _f("Planned end.", None)
     planned_start: str | None = _f("Planned start.", None)
@@ -201,7 +208,10 @@ class Conversation(BaseModel):
     status: Status = _f("Status: new, open, pending, on_hold, resolved or closed.", "open")
     sub_category: str | None = _f("Sub-category.", "refund")
     subject: str = _f("Subject line.", "Refund the duplicate charge")
-    tab_counts: TabCounts = _f("Derived counters for the conversation's tabs.")
+    tab_counts: TabCounts = _f(
+        "Derived counters for the conversation's tabs.",
+        {"activities": 1, "has_resolution": False, "messages": 0, "related": 1},
+    )
     tags: list[str] = _f("Tags.", ["vip"])
     total_time_spent_minutes: int = _f("Time logged on the conversation, in minutes.", 0)
     updated_at: str = _f("Last change (ISO 8601 UTC).", TIME_EXAMPLE)
