@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import READ, Factory, TokenFactory
-from tests.conversations.test_create_child import FULL_PARENT, SEED, child_url, count_rows
+from tests.conversations.test_create_child import FULL_PARENT, SEED
+from tests.support import child_url, count_rows
 
 
 class TestCreateConversation:

@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.settings import Settings
-from tests.conftest import READ, Factory, TokenFactory, is_uuid, make_settings, started_app
+from tests.conftest import READ, Factory, TokenFactory, is_uuid
+from tests.support import child_url, client_with, count_rows, set_state
 
 SEED = json.loads((Path(__file__).parents[1] / "fixtures" / "seed_examples.json").read_text())
 
@@ -65,30 +66,6 @@ COPIED = [
     "assignee_team_name", "assignee_user_id", "assignee_user_name", "tags", "custom_attrs",
     "ai_language", "sla_first_response_due", "sla_resolution_due", "sla_state",
 ]  # fmt: skip
-
-
-def child_url(conversation_id: object) -> str:
-    return f"/api/v2/conversations/{conversation_id}/children"
-
-
-async def set_state(engine: AsyncEngine, workspace: str, cid: str, assignments: str) -> None:
-    """Put a conversation into a state the API cannot produce yet (merged, spam, ...)."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(f"UPDATE conversations SET {assignments} WHERE workspace_id = :w AND id = :i"),
-            {"w": workspace, "i": uuid.UUID(cid)},
-        )
-
-
-async def count_rows(engine: AsyncEngine, workspace: str) -> dict[str, int]:
-    counts = {}
-    async with engine.connect() as conn:
-        for table in ("conversations", "messages", "activities"):
-            result = await conn.execute(
-                text(f"SELECT count(*) FROM {table} WHERE workspace_id = :w"), {"w": workspace}
-            )
-            counts[table] = int(result.scalar_one())
-    return counts
 
 
 def json_kind(value: Any) -> str:
@@ -512,41 +489,36 @@ class TestRefusals:
     async def test_limit_reached_is_409(
         self, database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str],
     ) -> None:  # fmt: skip
-        async for app in started_app(make_settings(database_url, max_children_per_parent=2)):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                parent = (await c.post("/api/v2/conversations", json={"subject": "p"},
-                                       headers=auth)).json()  # fmt: skip
-                for _ in range(2):
-                    ok = await c.post(child_url(parent["id"]), json={"subject": "s"}, headers=auth)
-                    assert ok.status_code == 201
-                body = await self.refused(c, engine, workspace, parent["id"], auth, 409,
-                                          "children_limit_reached")  # fmt: skip
-                assert "2" in body["detail"]
+        async with client_with(database_url, max_children_per_parent=2) as c:
+            parent = (await c.post("/api/v2/conversations", json={"subject": "p"},
+                                   headers=auth)).json()  # fmt: skip
+            for _ in range(2):
+                ok = await c.post(child_url(parent["id"]), json={"subject": "s"}, headers=auth)
+                assert ok.status_code == 201
+            body = await self.refused(c, engine, workspace, parent["id"], auth, 409,
+                                      "children_limit_reached")  # fmt: skip
+            assert "2" in body["detail"]
 
 
 class TestConcurrency:
     async def test_limit_holds_under_100_parallel_requests(
         self, database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str],
     ) -> None:  # fmt: skip
-        settings = make_settings(database_url, max_children_per_parent=10, db_pool_size=20,
-                                 db_max_overflow=0, db_pool_timeout_seconds=30)  # fmt: skip
-        async for app in started_app(settings):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                parent = (await c.post("/api/v2/conversations", json={"subject": "p"},
-                                       headers=auth)).json()  # fmt: skip
-                responses = await asyncio.gather(*[
-                    c.post(child_url(parent["id"]), json={"subject": f"c{i}"}, headers=auth)
-                    for i in range(100)
-                ])  # fmt: skip
-                statuses = sorted(r.status_code for r in responses)
-                assert statuses.count(201) == 10
-                assert statuses.count(409) == 90
-                assert {r.json()["code"] for r in responses if r.status_code == 409} == {
-                    "children_limit_reached"
-                }
-                after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
+        async with client_with(database_url, max_children_per_parent=10, db_pool_size=20,
+                               db_max_overflow=0, db_pool_timeout_seconds=30) as c:  # fmt: skip
+            parent = (await c.post("/api/v2/conversations", json={"subject": "p"},
+                                   headers=auth)).json()  # fmt: skip
+            responses = await asyncio.gather(*[
+                c.post(child_url(parent["id"]), json={"subject": f"c{i}"}, headers=auth)
+                for i in range(100)
+            ])  # fmt: skip
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses.count(201) == 10
+            assert statuses.count(409) == 90
+            assert {r.json()["code"] for r in responses if r.status_code == 409} == {
+                "children_limit_reached"
+            }
+            after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
         assert after["version"] == 11
         assert after["tab_counts"]["related"] == 10
         counts = await count_rows(engine, workspace)

@@ -11,8 +11,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.idempotency.service import purge_expired
-from tests.conftest import Factory, TokenFactory, make_settings, started_app
-from tests.conversations.test_create_child import child_url, count_rows, set_state
+from tests.conftest import Factory, TokenFactory
+from tests.support import (
+    assert_unavailable,
+    child_url,
+    client_with,
+    count_rows,
+    parent_locked,
+    set_state,
+)
 
 
 def with_key(auth: dict[str, str], key: str) -> dict[str, str]:
@@ -234,23 +241,20 @@ class TestConcurrentDuplicates:
     async def test_fifty_parallel_requests_with_one_key_create_one_child(
         self, database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
     ) -> None:
-        settings = make_settings(
+        async with client_with(
             database_url, db_pool_size=25, db_max_overflow=0, db_pool_timeout_seconds=30
-        )
-        async for app in started_app(settings):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                parent = (
-                    await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
-                ).json()
-                headers = with_key(auth, "storm")
-                responses = await asyncio.gather(
-                    *[
-                        c.post(child_url(parent["id"]), json={"subject": "s"}, headers=headers)
-                        for _ in range(50)
-                    ]
-                )
-                after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
+        ) as c:
+            parent = (
+                await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+            ).json()
+            headers = with_key(auth, "storm")
+            responses = await asyncio.gather(
+                *[
+                    c.post(child_url(parent["id"]), json={"subject": "s"}, headers=headers)
+                    for _ in range(50)
+                ]
+            )
+            after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
         created = [r for r in responses if r.status_code == 201]
         in_use = [r for r in responses if r.status_code == 409]
         assert len(created) + len(in_use) == 50
@@ -276,31 +280,21 @@ class TestConcurrentDuplicates:
             await client.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
         ).json()
         headers = with_key(auth, "slow")
-        impatient = make_settings(database_url, db_lock_timeout_ms=200)
-        async for other_app in started_app(impatient):
-            transport = httpx.ASGITransport(app=other_app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as other:
-                # Hold the parent's row lock so the first request stays in flight.
-                async with engine.connect() as blocker:
-                    await blocker.execute(
-                        text(
-                            "SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i "
-                            "FOR UPDATE"
-                        ),
-                        {"w": workspace, "i": uuid.UUID(parent["id"])},
-                    )
-                    first = asyncio.create_task(
-                        client.post(child_url(parent["id"]), json={"subject": "s"}, headers=headers)
-                    )
-                    await asyncio.sleep(0.1)
-                    duplicate = await other.post(
-                        child_url(parent["id"]), json={"subject": "s"}, headers=headers
-                    )
-                    await blocker.rollback()
-                first_response = await first
-                retry = await other.post(
+        # The first request goes through the patient session app, the duplicate through an
+        # impatient one; the parent's row lock keeps the first in flight.
+        async with client_with(database_url, db_lock_timeout_ms=200) as impatient:
+            async with parent_locked(engine, workspace, parent["id"]):
+                first = asyncio.create_task(
+                    client.post(child_url(parent["id"]), json={"subject": "s"}, headers=headers)
+                )
+                await asyncio.sleep(0.1)
+                duplicate = await impatient.post(
                     child_url(parent["id"]), json={"subject": "s"}, headers=headers
                 )
+            first_response = await first
+            retry = await impatient.post(
+                child_url(parent["id"]), json={"subject": "s"}, headers=headers
+            )
         assert duplicate.status_code == 409
         assert duplicate.json()["code"] == "idempotency_key_in_use"
         assert duplicate.headers["retry-after"] == "1"
@@ -313,28 +307,14 @@ class TestConcurrentDuplicates:
     async def test_a_parent_locked_too_long_is_503_and_writes_nothing(
         self, database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
     ) -> None:
-        async for app in started_app(make_settings(database_url, db_lock_timeout_ms=200)):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                parent = (
-                    await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
-                ).json()
-                async with engine.connect() as blocker:
-                    await blocker.execute(
-                        text(
-                            "SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i "
-                            "FOR UPDATE"
-                        ),
-                        {"w": workspace, "i": uuid.UUID(parent["id"])},
-                    )
-                    busy = await c.post(
-                        child_url(parent["id"]),
-                        json={"subject": "s"},
-                        headers=with_key(auth, "busy"),
-                    )
-                    await blocker.rollback()
-        assert busy.status_code == 503
-        assert busy.json()["code"] == "database_unavailable"
-        assert busy.headers["retry-after"]
+        async with client_with(database_url, db_lock_timeout_ms=200) as c:
+            parent = (
+                await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+            ).json()
+            async with parent_locked(engine, workspace, parent["id"]):
+                busy = await c.post(
+                    child_url(parent["id"]), json={"subject": "s"}, headers=with_key(auth, "busy")
+                )
+        assert_unavailable(busy)
         assert (await count_rows(engine, workspace))["conversations"] == 1
         assert await stored_keys(engine, workspace) == 0

@@ -27,6 +27,7 @@ from aurion.db.embedded import EmbeddedPostgres
 from aurion.db.engine import async_url
 from aurion.db.migrate import upgrade
 from tests.conftest import READ_WRITE, TEST_SECRET, make_settings, started_app
+from tests.support import assert_unavailable, parent_locked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,15 +124,6 @@ async def check_invariants(engine: AsyncEngine, workspace: str, parent_id: str) 
     return len(children)
 
 
-def assert_unavailable(response: httpx.Response) -> None:
-    assert response.status_code == 503, response.text
-    assert response.json() == {
-        "detail": "The database is unavailable; retry shortly.",
-        "code": "database_unavailable",
-    }
-    assert int(response.headers["retry-after"]) >= 1
-
-
 async def wait_until_created(
     client: httpx.AsyncClient, parent_id: str, headers: dict[str, str], seconds: float
 ) -> float:
@@ -157,11 +149,7 @@ class TestTerminatedBackend:
         workspace: str,
     ) -> None:
         parent_id = await new_parent(fault_client, headers)
-        async with direct.connect() as blocker:
-            await blocker.execute(
-                text("SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i FOR UPDATE"),
-                {"w": workspace, "i": uuid.UUID(parent_id)},
-            )
+        async with parent_locked(direct, workspace, parent_id):
             request = asyncio.create_task(
                 fault_client.post(
                     f"/api/v2/conversations/{parent_id}/children",
@@ -185,7 +173,6 @@ class TestTerminatedBackend:
                 await asyncio.sleep(0.02)
             assert terminated, "the request never waited on the lock"
             response = await request
-            await blocker.rollback()
         assert_unavailable(response)
         assert await check_invariants(direct, workspace, parent_id) == 0
         # the pool replaces the dead connection by itself
@@ -326,14 +313,7 @@ class TestGracefulShutdown:
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)
                 parent_id = await new_parent(client, auth)
-                async with direct.connect() as blocker:
-                    await blocker.execute(
-                        text(
-                            "SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i "
-                            "FOR UPDATE"
-                        ),
-                        {"w": workspace, "i": uuid.UUID(parent_id)},
-                    )
+                async with parent_locked(direct, workspace, parent_id):
                     in_flight = asyncio.create_task(
                         client.post(
                             f"/api/v2/conversations/{parent_id}/children",
@@ -345,7 +325,6 @@ class TestGracefulShutdown:
                     server.send_signal(signal.SIGTERM)
                     await asyncio.sleep(0.3)
                     assert server.poll() is None  # still draining
-                    await blocker.rollback()
                 response = await in_flight
             assert response.status_code == 201, response.text
             # uvicorn re-raises the signal once it has drained, so "killed by SIGTERM" it is

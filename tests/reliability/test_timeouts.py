@@ -4,41 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
-import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
-
-
-@asynccontextmanager
-async def client_with(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async for app in started_app(make_settings(database_url, **overrides)):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as c:
-            yield c
-
-
-@asynccontextmanager
-async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> AsyncIterator[None]:
-    async with engine.connect() as blocker:
-        await blocker.execute(
-            text("SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i FOR UPDATE"),
-            {"w": workspace, "i": uuid.UUID(parent_id)},
-        )
-        yield
-        await blocker.rollback()
-
-
-def assert_unavailable(response: httpx.Response) -> None:
-    assert response.status_code == 503, response.text
-    assert response.json()["code"] == "database_unavailable"
-    assert response.headers["retry-after"]
+from tests.support import assert_unavailable, client_with, parent_locked
 
 
 async def test_exhausted_pool_is_503_after_the_pool_timeout(

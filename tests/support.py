@@ -1,0 +1,69 @@
+"""Small helpers shared by the tests: URLs, row counts, states the API cannot produce, locks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import make_settings, started_app
+
+
+def child_url(conversation_id: object) -> str:
+    return f"/api/v2/conversations/{conversation_id}/children"
+
+
+async def set_state(engine: AsyncEngine, workspace: str, cid: str, assignments: str) -> None:
+    """Put a conversation into a state the API cannot produce yet (merged, spam, ...)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(f"UPDATE conversations SET {assignments} WHERE workspace_id = :w AND id = :i"),
+            {"w": workspace, "i": uuid.UUID(cid)},
+        )
+
+
+async def count_rows(engine: AsyncEngine, workspace: str) -> dict[str, int]:
+    """Rows of each table in a workspace."""
+    counts = {}
+    async with engine.connect() as conn:
+        for table in ("conversations", "messages", "activities"):
+            result = await conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE workspace_id = :w"), {"w": workspace}
+            )
+            counts[table] = int(result.scalar_one())
+    return counts
+
+
+@asynccontextmanager
+async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> AsyncIterator[None]:
+    """Hold a conversation's row lock (as a slow concurrent writer would) for the block."""
+    async with engine.connect() as blocker:
+        await blocker.execute(
+            text("SELECT 1 FROM conversations WHERE workspace_id = :w AND id = :i FOR UPDATE"),
+            {"w": workspace, "i": uuid.UUID(parent_id)},
+        )
+        yield
+        await blocker.rollback()
+
+
+@asynccontextmanager
+async def client_with(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app started with some settings changed."""
+    async for app in started_app(make_settings(database_url, **overrides)):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+            yield c
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "detail": "The database is unavailable; retry shortly.",
+        "code": "database_unavailable",
+    }
+    assert int(response.headers["retry-after"]) >= 1
