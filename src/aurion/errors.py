@@ -244,10 +244,21 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
             "content": {"application/json": {"examples": _error_examples(errs)}},
         }
     if validation:
+        # A 422 is FastAPI's validation shape, or ours for an AppError with status 422
+        # (idempotency_key_reused): both are declared, with an example of each.
+        semantic = by_status.get(422, [])
+        examples = {
+            "validation_error": {
+                "summary": "A field is missing or invalid.",
+                "value": VALIDATION_EXAMPLE,
+            },
+            **_error_examples(semantic),
+        }
+        codes = "".join(f" `{e.code}`: {e.message}" for e in semantic)
         responses[422] = {
-            "model": ValidationErrorBody,
-            "description": "The request is malformed (body, path, query or header).",
-            "content": {"application/json": {"example": VALIDATION_EXAMPLE}},
+            "model": ValidationErrorBody | ErrorBody if semantic else ValidationErrorBody,
+            "description": f"The request is malformed (body, path, query or header).{codes}",
+            "content": {"application/json": {"examples": examples}},
         }
     responses[500] = {
         "model": ErrorBody,

@@ -1,0 +1,63 @@
+// A typed call of createChildConversation with the types openapi-typescript generates from
+// openapi.json. `tsc --noEmit` must accept it, and must refuse each line under an
+// expect-error directive at the end: the generated types really constrain callers.
+import type { components, operations, paths } from "./generated/schema";
+
+type CreateChild = operations["createChildConversation"];
+type ChildPath = paths["/api/v2/conversations/{conversation_id}/children"];
+type Body = CreateChild["requestBody"]["content"]["application/json"];
+type Child = CreateChild["responses"][201]["content"]["application/json"];
+type ErrorBody = components["schemas"]["ErrorBody"];
+type Conflict = CreateChild["responses"][409]["content"]["application/json"];
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: ErrorBody,
+  ) {
+    super(`${status} ${body.code}: ${body.detail}`);
+  }
+}
+
+export async function createChild(
+  baseUrl: string,
+  token: string,
+  parentId: ChildPath["post"]["parameters"]["path"]["conversation_id"],
+  body: Body,
+  idempotencyKey?: string,
+): Promise<Child> {
+  const headers: Record<string, string> = {
+    Authorization: `Bearer ${token}`,
+    "Content-Type": "application/json",
+  };
+  if (idempotencyKey !== undefined) headers["Idempotency-Key"] = idempotencyKey;
+  const response = await fetch(
+    `${baseUrl}/api/v2/conversations/${encodeURIComponent(parentId)}/children`,
+    { method: "POST", headers, body: JSON.stringify(body) },
+  );
+  if (response.status !== 201) {
+    throw new ApiError(response.status, (await response.json()) as ErrorBody);
+  }
+  return (await response.json()) as Child;
+}
+
+export async function example(baseUrl: string, token: string, parentId: string): Promise<string> {
+  const child = await createChild(baseUrl, token, parentId, { subject: "Refund the item" });
+  const status: "new" | "open" | "pending" | "on_hold" | "resolved" | "closed" = child.status;
+  const parent: string | null = child.parent_id;
+  const version: number = child.version;
+  const related: number = child.tab_counts.related;
+  return `${child.id} ${status} ${parent ?? "-"} v${version} related=${related}`;
+}
+
+export function isLimitReached(error: Conflict): boolean {
+  return error.code === "children_limit_reached";
+}
+
+// The body is closed: unknown fields (everything else is inherited) do not compile.
+// @ts-expect-error priority is not a field of ChildConversationCreate
+export const unknownField: Body = { subject: "x", priority: "high" };
+// @ts-expect-error subject is required
+export const noSubject: Body = {};
+// @ts-expect-error status is one of the documented values
+export const badStatus: Child["status"] = "archived";
