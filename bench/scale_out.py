@@ -216,9 +216,9 @@ pidfile = {workdir / "pgbouncer.pid"}
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _cpu_by_component(aurion_pids: set[int]) -> dict[str, float]:
-    """CPU seconds used so far by each component, from /proc/<pid>/stat."""
-    totals: dict[str, float] = {}
+def _cpu_by_process(aurion_pids: set[int]) -> dict[int, tuple[str, float]]:
+    """Each relevant process: its component and the CPU seconds it has used so far."""
+    found: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -229,12 +229,22 @@ def _cpu_by_component(aurion_pids: set[int]) -> dict[str, float]:
         pid = int(stat.parent.name)
         if pid in aurion_pids:
             name = "service"
-        elif comm in ("postgres", "pgbouncer", "nginx", "wrk"):
+        elif comm in ("postgres", "pgbouncer", "nginx"):
             name = comm
         else:
             continue
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return totals
+        found[pid] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def _cores(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], elapsed: float
+) -> dict[str, float]:
+    """Cores used per component between two readings (processes gone by then are missed)."""
+    used: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used[name] = used.get(name, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    return {name: round(total / elapsed, 2) for name, total in used.items()}
 
 
 @dataclass
@@ -288,7 +298,7 @@ def measure(
         pids = {s.process.pid for s in servers if s.process} | {
             w for s in servers for w in s.workers()
         }
-        before, clock = _cpu_by_component(pids), time.monotonic()
+        before, clock = _cpu_by_process(pids), time.monotonic()
         # wrk exits before its CPU could be read from /proc: its rusage, as our child, instead.
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         data: dict[str, Any] = run_wrk(
@@ -298,11 +308,12 @@ def measure(
             duration=args.duration,
             tag=run,
         )
-        after, elapsed = _cpu_by_component(pids), time.monotonic() - clock
+        after, elapsed = _cpu_by_process(pids), time.monotonic() - clock
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        after["wrk"] = wrk_after.ru_utime + wrk_after.ru_stime
-        before["wrk"] = wrk_before.ru_utime + wrk_before.ru_stime
-        cores = {k: round((after[k] - before.get(k, 0.0)) / elapsed, 2) for k in after}
+        cores = _cores(before, after, elapsed)
+        wrk_seconds = wrk_after.ru_utime + wrk_after.ru_stime
+        wrk_seconds -= wrk_before.ru_utime + wrk_before.ru_stime
+        cores["wrk"] = round(wrk_seconds / elapsed, 2)
         backends = run_sql(
             db.url,
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
