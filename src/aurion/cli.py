@@ -212,17 +212,49 @@ def _seed(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aurion",
-        description="Aurion Conversations API. Without DATABASE_URL, commands use an embedded "
-        "PostgreSQL whose data lives under AURION_DATA_DIR (default .data/).",
+        description="Aurion Conversations API: helpdesk conversations and child conversations.\n"
+        "Every command uses DATABASE_URL (postgresql://user:pass@host:5432/db); without it, an\n"
+        "embedded PostgreSQL whose data lives under AURION_DATA_DIR (default .data/).\n"
+        "Settings are AURION_* environment variables (README.md, Configuration).",
+        epilog="examples:\n"
+        "  aurion serve --migrate --print-token       # local: migrate, print a token, serve\n"
+        "  aurion db upgrade                          # once per deploy, before serving\n"
+        "  aurion serve --host 0.0.0.0 --port 8000    # production (AURION_ENV=production)\n"
+        "  TOKEN=$(aurion token --workspace demo --sub me)\n"
+        "  PARENT=$(aurion seed --workspace demo)\n\n"
+        "Run 'aurion COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="Serve the API (uvicorn).", description="Serve the API.")
-    serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
-    serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
-    serve.add_argument("--workers", type=int, default=1, help="Worker processes (default 1).")
+    serve = sub.add_parser(
+        "serve",
+        help="Serve the API over HTTP (uvicorn).",
+        description="Serve the API over HTTP with uvicorn: /api/v2/conversations..., the docs "
+        "(/docs, /redoc, /openapi.json) and operations endpoints (/healthz, /readyz, /metrics). "
+        "Logs are JSON lines on stdout. SIGTERM stops accepting connections and lets in-flight "
+        "requests finish.",
+    )
     serve.add_argument(
-        "--migrate", action="store_true", help="Apply database migrations before serving."
+        "--host",
+        default="127.0.0.1",
+        help="Interface to bind (default 127.0.0.1; 0.0.0.0 in a container).",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Worker processes (default 1). Each has its own connection pool "
+        "(AURION_DB_POOL_SIZE) and its own /metrics; in containers prefer one worker per "
+        "container and more replicas.",
+    )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="Apply database migrations before serving (development; production runs "
+        "'aurion db upgrade' once per deploy).",
     )
     serve.add_argument(
         "--print-token",
@@ -236,14 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout",
         type=int,
         default=20,
+        metavar="SECONDS",
         help="Seconds in-flight requests get to finish on SIGTERM (default 20).",
     )
     serve.set_defaults(func=_serve)
 
-    db = sub.add_parser("db", help="Database commands.", description="Database commands.")
+    db = sub.add_parser(
+        "db",
+        help="Database commands: upgrade (migrations), purge-keys.",
+        description="Database commands, against DATABASE_URL or the embedded PostgreSQL.",
+    )
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
-    up = db_sub.add_parser("upgrade", help="Apply migrations (Alembic) up to a revision.")
-    up.add_argument("--revision", default="head", help="Target revision (default head).")
+    up = db_sub.add_parser(
+        "upgrade",
+        help="Apply migrations (Alembic) up to a revision.",
+        description="Apply the migrations in migrations/ (Alembic) up to --revision. Safe to "
+        "re-run: an up-to-date database is left alone. Run it once per deploy, before the new "
+        "version serves (docker-compose.yml's migrate service does).",
+    )
+    up.add_argument(
+        "--revision", default="head", help="Target Alembic revision (default head: the latest)."
+    )
     up.set_defaults(func=_db_upgrade)
     purge = db_sub.add_parser(
         "purge-keys",
@@ -254,20 +299,42 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser(
         "token",
         help="Mint an HS256 bearer token with AURION_JWT_SECRET.",
-        description="Mint an HS256 bearer token signed with AURION_JWT_SECRET (local use).",
+        description="Mint an HS256 bearer token signed with AURION_JWT_SECRET, for local use "
+        "and tests; production tokens come from your identity provider. Prints only the "
+        "token, so TOKEN=$(aurion token ...) works.",
     )
-    token.add_argument("--workspace", required=True, help="Workspace id claim.")
-    token.add_argument("--sub", required=True, help="Subject (user or integration id).")
-    token.add_argument("--scope", default=READ_WRITE, help=f'Scopes (default "{READ_WRITE}").')
-    token.add_argument("--ttl", type=int, default=24 * 3600, help="Lifetime in seconds.")
+    token.add_argument(
+        "--workspace", required=True, help="Workspace the token acts in (the workspace claim)."
+    )
+    token.add_argument(
+        "--sub", required=True, help="Subject: the user or integration id (the sub claim)."
+    )
+    token.add_argument(
+        "--scope",
+        default=READ_WRITE,
+        help=f'Space-separated scopes (default "{READ_WRITE}").',
+    )
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=24 * 3600,
+        metavar="SECONDS",
+        help="Lifetime in seconds (default 86400: 24 h).",
+    )
     token.set_defaults(func=_token)
 
     seed = sub.add_parser(
         "seed",
         help="Create a demo parent conversation with messages; print its id.",
-        description="Create a demo parent conversation with messages and print its id.",
+        description="Create a demo parent conversation (customer, team, SLA, tags, three "
+        "messages) and print only its id, so PARENT=$(aurion seed) works. Applies the "
+        "migrations first.",
     )
-    seed.add_argument("--workspace", default="demo", help="Workspace (default demo).")
+    seed.add_argument(
+        "--workspace",
+        default="demo",
+        help="Workspace to create it in (default demo, as the token 'make run' prints).",
+    )
     seed.set_defaults(func=_seed)
     return parser
 
