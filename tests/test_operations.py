@@ -69,6 +69,10 @@ class TestRequestId:
 # ---------------------------------------------------------------- access log
 
 
+def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "aurion.access"]
+
+
 class TestAccessLog:
     async def test_one_json_line_per_request_without_token_or_body(
         self,
@@ -88,7 +92,7 @@ class TestAccessLog:
         )
         assert response.status_code == 201
 
-        records = [r for r in caplog.records if r.name == "aurion.access"]
+        records = [r for r in access_records(caplog) if r.request_id == "access-log-test"]
         assert len(records) == 1
         line = json.loads(JsonFormatter().format(records[0]))
         assert line["msg"] == "request"
@@ -116,10 +120,12 @@ class TestAccessLog:
         caplog.set_level(logging.INFO, logger="aurion.access")
         read_only = {"Authorization": f"Bearer {token_for(workspace, 'conversations:read')}"}
         response = await client.post(
-            child_url(uuid.uuid4()), json={"subject": "x"}, headers=read_only
+            child_url(uuid.uuid4()),
+            json={"subject": "x"},
+            headers={**read_only, "X-Request-ID": "refusal-log-test"},
         )
         assert response.status_code == 403
-        (record,) = [r for r in caplog.records if r.name == "aurion.access"]
+        (record,) = [r for r in access_records(caplog) if r.request_id == "refusal-log-test"]
         assert record.workspace_id == workspace
         assert record.status == 403
 
@@ -127,8 +133,8 @@ class TestAccessLog:
         self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.INFO, logger="aurion.access")
-        await client.get(f"/wp-admin/{uuid.uuid4()}.php")
-        (record,) = [r for r in caplog.records if r.name == "aurion.access"]
+        await client.get(f"/wp-admin/{uuid.uuid4()}.php", headers={"X-Request-ID": "scan-test"})
+        (record,) = [r for r in access_records(caplog) if r.request_id == "scan-test"]
         assert record.route == "<unmatched>"
         assert record.status == 404
         assert record.workspace_id is None
