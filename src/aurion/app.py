@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
 
 from aurion import __version__
@@ -22,7 +23,14 @@ from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
 from aurion.idempotency.service import purge_periodically
 from aurion.metrics import Metrics, metrics_endpoint
-from aurion.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from aurion.middleware import (
+    CORS_ALLOW_HEADERS,
+    CORS_ALLOW_METHODS,
+    CORS_EXPOSE_HEADERS,
+    CORS_MAX_AGE_SECONDS,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
 from aurion.observability import configure_logging
 from aurion.settings import Settings, get_settings
 
@@ -117,4 +125,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    if settings.cors_origins:
+        # Added last, so outermost: refusals (401, 413, ...) carry the CORS headers too, and a
+        # browser can read them. Bearer tokens, not cookies: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=CORS_ALLOW_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
     return app

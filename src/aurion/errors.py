@@ -169,9 +169,39 @@ async def _app_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
+# FastAPI parses a body as JSON only when it is sent as application/json (or any +json type);
+# otherwise validation fails on the whole body with a message that does not say why.
+_NOT_JSON = {
+    "loc": ["body"],
+    "msg": "The body must be JSON, sent with Content-Type: application/json.",
+    "type": "content_type",
+}
+# What FastAPI answers (400) when it cannot parse a body: invalid UTF-8, nesting beyond the
+# parser's recursion limit, an integer of more than 4300 digits. The spec wants a 422.
+_BODY_PARSE_ERROR = "There was an error parsing the body"
+_UNPARSABLE_JSON = {
+    "loc": ["body"],
+    "msg": "The body is not valid JSON (not UTF-8, nested too deeply or a number too long).",
+    "type": "json_invalid",
+}
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return validation_response(exc.errors())
+    errors = exc.errors()
+    if not _is_json(request.headers.get("content-type")) and any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+        for err in errors
+    ):
+        errors = [_NOT_JSON]
+    return validation_response(errors)
 
 
 _HTTP_CODES = {
@@ -186,11 +216,28 @@ _HTTP_CODES = {
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_ERROR:
+        return validation_response([_UNPARSABLE_JSON])
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such endpoint."
-    return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route matching the path; a path served by two routes
+        # (GET and POST .../children) must list both (RFC 9110 §15.5.6).
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, detail, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return []
+    operations = request.app.openapi().get("paths", {}).get(path, {})
+    methods = {method.upper() for method in operations if method != "parameters"}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

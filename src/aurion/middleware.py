@@ -13,6 +13,18 @@ from aurion.errors import PayloadTooLarge, error_response
 from aurion.metrics import UNMATCHED_ROUTE, Metrics
 
 logger = logging.getLogger("aurion.access")
+
+# CORS for the browser frontend (origins from AURION_CORS_ORIGINS): what a page may send and read.
+CORS_ALLOW_METHODS = ("GET", "POST")
+CORS_ALLOW_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "X-Request-ID",
+)
+CORS_EXPOSE_HEADERS = ("Location", "ETag", "Retry-After", "Idempotent-Replayed", "X-Request-ID")
+CORS_MAX_AGE_SECONDS = 600
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -42,18 +54,24 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # The app caught BodyTooLarge (FastAPI turns a failed body read into a 400):
+                # its answer is dropped, the 413 below replaces it.
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -61,8 +79,9 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+            pass
+        if exceeded and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         err = PayloadTooLarge(f"The request body exceeds {self.max_bytes} bytes.")

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Used only for local development; refused when AURION_ENV=production.
 DEV_JWT_SECRET = "aurion-dev-secret-change-me-0123456789abcdef"
+MIN_PRODUCTION_SECRET_LENGTH = 32
+# Token algorithms the service can verify; "none" is not among them and never will be.
+KNOWN_JWT_ALGORITHMS = (
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512",
+)  # fmt: skip
+
+
+class ConfigurationError(ValueError):
+    """The settings are unusable; the message is one line naming the variable to fix."""
+
+
+def _list_from_env(value: Any) -> Any:
+    """A list setting from the environment: a JSON list or a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -38,7 +59,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwks_url: str | None = None
     jwks_file: str | None = None
-    jwt_algorithms: list[str] = ["HS256", "RS256", "ES256"]
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256", "RS256", "ES256"]
     jwt_workspace_claim: str = "workspace_id"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -50,25 +71,79 @@ class Settings(BaseSettings):
     # How often each process purges expired keys (0: never; then run `aurion db purge-keys`).
     idempotency_purge_interval_seconds: int = Field(default=3600, ge=0)
 
-    cors_origins: list[str] = []
+    cors_origins: Annotated[list[str], NoDecode] = []
     log_level: str = "INFO"
 
+    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _list_from_env(value)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        algorithms = [a.strip().upper() for a in value]
+        unknown = [a for a in algorithms if a not in KNOWN_JWT_ALGORITHMS]
+        if unknown:
+            raise ValueError(
+                f"unsupported JWT algorithm(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(KNOWN_JWT_ALGORITHMS)}"
+            )
+        if not algorithms:
+            raise ValueError("at least one JWT algorithm must be allowed")
+        return algorithms
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/") for origin in value]
+
     @model_validator(mode="after")
-    def _refuse_dev_secret_in_production(self) -> Settings:
-        if self.env == "production":
-            if self.jwt_secret == DEV_JWT_SECRET:
+    def _refuse_weak_keys_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        if self.jwt_secret == DEV_JWT_SECRET:
+            if "jwt_secret" in self.model_fields_set:
                 raise ValueError(
                     "AURION_JWT_SECRET is the development secret; set a real one in production"
                 )
-            has_key = self.jwt_secret or self.jwt_public_key or self.jwks_url or self.jwks_file
-            if not has_key:
-                raise ValueError("no token verification key is configured (AURION_JWT_*)")
-            if self.jwt_secret and len(self.jwt_secret) < 32:
-                raise ValueError("AURION_JWT_SECRET must be at least 32 characters in production")
+            # Not set at all: production never falls back to the published development secret.
+            self.jwt_secret = None
+        hmac = any(a.startswith("HS") for a in self.jwt_algorithms)
+        asymmetric = any(not a.startswith("HS") for a in self.jwt_algorithms)
+        has_secret = hmac and bool(self.jwt_secret)
+        has_public = asymmetric and bool(self.jwt_public_key or self.jwks_url or self.jwks_file)
+        if not (has_secret or has_public):
+            raise ValueError(
+                "no token verification key is configured: set AURION_JWT_SECRET (HS256), "
+                "AURION_JWT_PUBLIC_KEY, AURION_JWKS_URL or AURION_JWKS_FILE (RS256/ES256)"
+            )
+        if has_secret and len(self.jwt_secret or "") < MIN_PRODUCTION_SECRET_LENGTH:
+            raise ValueError(
+                f"AURION_JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters "
+                "in production (HS256 with a short secret can be brute-forced)"
+            )
         return self
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    name = "DATABASE_URL" if loc == "database_url" else f"AURION_{loc.upper()}"
+    where = f"{name}: " if loc else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return " ".join(f"invalid configuration: {where}{message}{more}".split())
 
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return Settings()
+    """The process-wide settings (read once); ``ConfigurationError`` in one line if unusable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(_one_line(exc)) from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from aurion.auth.principal import READ, WRITE, Principal
+from aurion.auth.tokens import TokenVerifier
 from aurion.errors import InsufficientScope, InvalidToken, NotAuthenticated
+
+REALM = "aurion"
 
 # Declares the scheme in OpenAPI (and the docs page's Authorize button); checks are ours.
 bearer_scheme = HTTPBearer(
@@ -18,43 +22,53 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def _challenge(**params: str) -> dict[str, str]:
-    value = 'Bearer realm="aurion"'
+def _quoted(value: str) -> str:
+    # RFC 6750 §3: error_description and scope use printable ASCII without '"' and '\\'.
+    return "".join(c for c in value if " " <= c <= "~" and c not in '"\\')
+
+
+def challenge(**params: str) -> dict[str, str]:
+    """The RFC 6750 ``WWW-Authenticate`` header with the given auth-params."""
+    value = f'Bearer realm="{REALM}"'
     for key, item in params.items():
-        value += f', {key}="{item}"'
+        value += f', {key}="{_quoted(item)}"'
     return {"WWW-Authenticate": value}
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The caller's principal, from a verified bearer token."""
     header = request.headers.get("authorization")
     if not header:
-        raise NotAuthenticated(headers=_challenge())
-    scheme, _, token = header.partition(" ")
+        raise NotAuthenticated(headers=challenge())
+    scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated(
-            "The Authorization header must be 'Bearer <token>'.", headers=_challenge()
+            "The Authorization header must be 'Bearer <token>'.", headers=challenge()
         )
     try:
-        return request.app.state.verifier.verify(token)  # type: ignore[no-any-return]
+        verifier: TokenVerifier = request.app.state.verifier
+        principal = await verifier.verify(token)
     except InvalidToken as exc:
-        exc.headers = _challenge(error="invalid_token", error_description=exc.message)
+        exc.headers = challenge(error="invalid_token", error_description=exc.message)
         raise
+    # For the access log: which tenant a request acted for.
+    request.scope.setdefault("state", {})["workspace_id"] = principal.workspace_id
+    return principal
 
 
-def require_scope(scope: str):  # type: ignore[no-untyped-def]
-    def dependency(
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the verified principal, which must hold ``scope`` (403 otherwise)."""
+
+    async def dependency(
         request: Request,
         _credentials: Annotated[object, Depends(bearer_scheme)],
     ) -> Principal:
-        principal = authenticate(request)
-        # For the access log (RequestContextMiddleware): which tenant this request acted for.
-        request.state.workspace_id = principal.workspace_id
+        principal = await authenticate(request)
         if not principal.has_scope(scope):
             raise InsufficientScope(
                 f"This operation needs the {scope} scope.",
-                headers=_challenge(error="insufficient_scope", scope=scope),
+                headers=challenge(error="insufficient_scope", scope=scope),
             )
         return principal
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -17,8 +17,10 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
 )
 
@@ -26,6 +28,7 @@ Status = Literal["new", "open", "pending", "on_hold", "resolved", "closed"]
 Priority = Literal["low", "medium", "high", "urgent"]
 
 _LABEL_FORBIDDEN = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 MAX_JSON_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 32
@@ -43,20 +46,28 @@ def _no_binary(value: str) -> str:
     return value
 
 
+def _storable(value: str) -> str:
+    # Free-form JSON keeps any text PostgreSQL can store: only NUL and lone surrogates are out.
+    if _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL or unpaired surrogates")
+    return value
+
+
 def _check_json(value: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
-        _no_binary(value)
+        _storable(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("must not contain NaN or infinite numbers")
     elif isinstance(value, int) and not isinstance(value, bool):
-        if abs(value) > 10**300:
-            raise ValueError("contains a number out of range")
+        # orjson (responses) and asyncpg (jsonb) handle 64-bit integers; larger ones would 500.
+        if not -(2**63) <= value < 2**64:
+            raise ValueError("contains an integer out of the 64-bit range")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_binary(key)
+            _storable(key)
             _check_json(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -65,23 +76,83 @@ def _check_json(value: Any, depth: int = 0) -> None:
 
 def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     _check_json(value)
-    if len(orjson.dumps(value)) > MAX_JSON_BYTES:
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:  # anything orjson cannot encode is a client error, not a 500
+        raise ValueError(f"is not storable JSON: {exc}") from None
+    if len(encoded) > MAX_JSON_BYTES:
         raise ValueError(f"must be at most {MAX_JSON_BYTES} bytes as JSON")
     return value
 
 
-Label = Annotated[str, StringConstraints(max_length=255), AfterValidator(_no_control)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_control)]
+# The same rules as JSON Schema patterns, so the OpenAPI document (and clients or fuzzers
+# generating from it) knows them; the validators above give the friendlier message.
+_LABEL_PATTERN = Field(json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f]*$"})
+_SUBJECT_PATTERN = Field(
+    json_schema_extra={
+        "pattern": "^[^\\u0000-\\u001f\\u007f]*"
+        "[^\\s\\u0000-\\u001f\\u007f][^\\u0000-\\u001f\\u007f]*$"
+    }
+)
+_TEXT_PATTERN = Field(
+    json_schema_extra={"pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"}
+)
+
+
+def _json_text_only(value: Any) -> Any:
+    # A time is an ISO 8601 string, as the schema says: lax parsing would take 0 as 1970.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone")
+    return value
+
+
+Label = Annotated[
+    str, StringConstraints(max_length=255), AfterValidator(_no_control), _LABEL_PATTERN
+]
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_no_control),
+    _LABEL_PATTERN,
+]
 Subject = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
     AfterValidator(_no_control),
+    _SUBJECT_PATTERN,
 ]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 MessageBody = Annotated[
-    str, StringConstraints(min_length=1, max_length=64 * 1024), AfterValidator(_no_binary)
+    str,
+    StringConstraints(min_length=1, max_length=64 * 1024),
+    AfterValidator(_no_binary),
+    _TEXT_PATTERN,
 ]
-Html = Annotated[str, StringConstraints(max_length=64 * 1024), AfterValidator(_no_binary)]
+Html = Annotated[
+    str, StringConstraints(max_length=64 * 1024), AfterValidator(_no_binary), _TEXT_PATTERN
+]
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees); "5" and true are not.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_json_text_only), AfterValidator(_in_utc_range)
+]
+EffortMinutes = Annotated[int, Field(ge=0, le=10_000_000), BeforeValidator(_json_integer)]
 
 TIME_EXAMPLE = "2019-08-24T14:15:22Z"
 UUID_EXAMPLE = "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70"
@@ -252,7 +323,8 @@ class MessageCreate(BaseModel):
     content_type: Label = _f("MIME type of the body.", "text/plain", default="text/plain")
     sender_type: Label | None = _f("contact, agent, system or bot.", "contact", default=None)
     sender_id: Label | None = _f("The sender's id.", "contact_42", default=None)
-    is_internal: bool = _f("An internal note.", False, default=False)
+    # Strict: JSON `0`/`"true"` are not booleans (the schema says boolean; lax coercion hid typos).
+    is_internal: StrictBool = _f("An internal note.", False, default=False)
     metadata: JsonObject = _f("Free-form metadata, up to 16 KiB as JSON.", {}, default={})
 
 
@@ -291,17 +363,17 @@ class ConversationCreate(BaseModel):
         "Attributes, up to 16 KiB as JSON.", {"order": "A-1001"}, default={}
     )
     ai_language: Label | None = _f("Language code.", "en", default=None)
-    sla_first_response_due: AwareDatetime | None = _f(
+    sla_first_response_due: Timestamp | None = _f(
         "SLA: first response due (with time zone).", TIME_EXAMPLE, default=None
     )
-    sla_resolution_due: AwareDatetime | None = _f(
+    sla_resolution_due: Timestamp | None = _f(
         "SLA: resolution due (with time zone).", TIME_EXAMPLE, default=None
     )
     sla_state: Label | None = _f("SLA state label.", "active", default=None)
-    planned_start: AwareDatetime | None = _f("Planned start.", None, default=None)
-    planned_end: AwareDatetime | None = _f("Planned end.", None, default=None)
-    planned_effort_minutes: int | None = _f(
-        "Planned effort in minutes.", 90, default=None, ge=0, le=10_000_000
+    planned_start: Timestamp | None = _f("Planned start.", None, default=None)
+    planned_end: Timestamp | None = _f("Planned end.", None, default=None)
+    planned_effort_minutes: EffortMinutes | None = _f(
+        "Planned effort in minutes, 0 to 10,000,000.", 90, default=None
     )
     messages: list[MessageCreate] = _f(
         "Initial messages, oldest first; at most 100.", [], default=[], max_length=100
