@@ -7,6 +7,10 @@ unique Idempotency-Key per request, fresh parents per run, requests spread over 
 wrk runs, the CPU time of every process is read from /proc, so the report shows where the
 machine's cores went: the service processes, PostgreSQL, PgBouncer, nginx, wrk.
 
+Database paths ("via"): ``direct``; ``pgbouncer`` (transaction pooling, AURION_DB_PGBOUNCER=true);
+and ``uncached``, the PgBouncer setting without PgBouncer, which separates what the setting costs
+(no statement caches) from what the extra hop costs.
+
 Reuses bench/run.py's database, server and wrk helpers. Results: stdout and
 .data/bench/scale_out.json (docs/scaling.md discusses them).
 """
@@ -216,24 +220,20 @@ pidfile = {workdir / "pgbouncer.pid"}
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _cpu_by_process(aurion_pids: set[int]) -> dict[int, tuple[str, float]]:
-    """Each relevant process: its component and the CPU seconds it has used so far."""
+def _cpu_by_process(roots: dict[str, set[int]]) -> dict[int, tuple[str, float]]:
+    """Our processes (each component's root processes and their children) and the CPU seconds
+    each has used so far. Other PostgreSQL clusters on the machine are not counted."""
     found: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        pid = int(stat.parent.name)
-        if pid in aurion_pids:
-            name = "service"
-        elif comm in ("postgres", "pgbouncer", "nginx"):
-            name = comm
-        else:
-            continue
-        found[pid] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        for name, pids in roots.items():
+            if pid in pids or ppid in pids:
+                found[pid] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+                break
     return found
 
 
@@ -270,6 +270,7 @@ def measure(
     secret: str,
     token: str,
     args: argparse.Namespace,
+    bouncer_pid: int | None = None,
 ) -> Outcome:
     env = {
         **os.environ,
@@ -277,7 +278,8 @@ def measure(
         "AURION_ENV": "production",
         "AURION_JWT_SECRET": secret,
         "AURION_MAX_CHILDREN_PER_PARENT": str(CHILD_LIMIT),
-        "AURION_DB_PGBOUNCER": "true" if via == "pgbouncer" else "false",
+        # "uncached" is the PgBouncer setting without PgBouncer: what the setting itself costs.
+        "AURION_DB_PGBOUNCER": "false" if via == "direct" else "true",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     aurion = str(Path(sys.executable).parent / "aurion")
@@ -295,10 +297,14 @@ def measure(
         parents = db.new_parents(run, args.parents)
         common = {"mode": "children", "ids": parents, "token": token}
         run_wrk(proxy, **common, concurrency=args.connections, duration=2, tag=f"{run}-w")
-        pids = {s.process.pid for s in servers if s.process} | {
-            w for s in servers for w in s.workers()
+        postmaster = int((db.cluster.pgdata / "postmaster.pid").read_text().split()[0])
+        roots = {
+            "service": {s.process.pid for s in servers if s.process},
+            "postgres": {postmaster},
+            "nginx": {proxy.process.pid},
+            "pgbouncer": {bouncer_pid} if bouncer_pid else set(),
         }
-        before, clock = _cpu_by_process(pids), time.monotonic()
+        before, clock = _cpu_by_process(roots), time.monotonic()
         # wrk exits before its CPU could be read from /proc: its rusage, as our child, instead.
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         data: dict[str, Any] = run_wrk(
@@ -308,7 +314,7 @@ def measure(
             duration=args.duration,
             tag=run,
         )
-        after, elapsed = _cpu_by_process(pids), time.monotonic() - clock
+        after, elapsed = _cpu_by_process(roots), time.monotonic() - clock
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cores = _cores(before, after, elapsed)
         wrk_seconds = wrk_after.ru_utime + wrk_after.ru_stime
@@ -346,9 +352,9 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         f" {os.cpu_count()} CPUs. Medians; CPU in cores used during the run.",
         "",
         "| processes | database via | req/s (median) | req/s per round | p50 ms | p99 ms |"
-        " errors | PG backends | CPU: service / postgres / pgbouncer / nginx / wrk |"
-        " load avg |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---|---|",
+        " errors | PG backends | CPU cores: service / postgres / pgbouncer / nginx / wrk |"
+        " CPU ms per request: service / postgres / pgbouncer | load avg |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---|---|---|",
     ]
     configs: dict[tuple[int, str], list[Outcome]] = {}
     for o in outcomes:
@@ -362,11 +368,16 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"{med(lambda o, k=k: o.cores.get(k, 0.0)):.2f}"
             for k in ("service", "postgres", "pgbouncer", "nginx", "wrk")
         )
+        # CPU time per request does not depend on how much of the machine others leave us.
+        per_request = " / ".join(
+            f"{med(lambda o, k=k: 1000 * o.cores.get(k, 0.0) / max(o.rps, 1e-9)):.2f}"
+            for k in ("service", "postgres", "pgbouncer")
+        )
         lines.append(
             f"| {processes} | {via} | {med(lambda o: o.rps):.0f} |"
             f" {', '.join(f'{o.rps:.0f}' for o in runs)} | {med(lambda o: o.p50_ms):.1f} |"
             f" {med(lambda o: o.p99_ms):.1f} | {sum(o.errors for o in runs)} |"
-            f" {med(lambda o: o.backends):.0f} | {cores} |"
+            f" {med(lambda o: o.backends):.0f} | {cores} | {per_request} |"
             f" {', '.join(f'{o.load:.1f}' for o in runs)} |"
         )
     return "\n".join(lines)
@@ -379,6 +390,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pgbouncer-processes",
         default="2,4",
         help="Process counts to run again through PgBouncer ('' to skip; default 2,4).",
+    )
+    parser.add_argument(
+        "--uncached-processes",
+        default="2",
+        help="Process counts to run direct with AURION_DB_PGBOUNCER=true, i.e. without"
+        " statement caches: the setting's own cost ('' to skip; default 2).",
     )
     parser.add_argument("--pgbouncer-pool", type=int, default=8, help="PgBouncer server pool.")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections.")
@@ -409,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     bouncer: PgBouncer | None = None
     plan = [(int(n), "direct") for n in args.processes.split(",") if n]
+    plan += [(int(n), "uncached") for n in args.uncached_processes.split(",") if n]
     plan += [(int(n), "pgbouncer") for n in args.pgbouncer_processes.split(",") if n]
     try:
         if any(via == "pgbouncer" for _, via in plan):
@@ -425,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                     secret=secret,
                     token=token,
                     args=args,
+                    bouncer_pid=bouncer.process.pid if bouncer else None,
                 )
                 outcomes.append(outcome)
                 log(f"  {outcome}")
