@@ -53,6 +53,13 @@ format: install
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# The benchmark (docs/performance.md; about 10 minutes). Not part of `make test`.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-data --duration 5" (see --help).
+bench: install
+	bash scripts/install-system-deps.sh
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 # The scale-out run of the benchmark (docs/scaling.md): 1, 2, 4 processes behind nginx, PgBouncer.
 bench-scale-out: install
 	bash scripts/install-system-deps.sh nginx pgbouncer
