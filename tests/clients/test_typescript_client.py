@@ -1,26 +1,35 @@
 """TypeScript types generated from openapi.json with openapi-typescript compile with a typed
-call of createChildConversation (tests/clients/ts/call.ts), under ``tsc --noEmit --strict``.
+call of createChildConversation (tests/clients/ts/call.ts), under ``tsc --noEmit --strict``;
+compiled, the same call creates a child on the real server.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 from pathlib import Path
 
-from tests.conftest import ROOT
-from tests.e2e.live import npm_ci, require_node
+import httpx
+import pytest
+
+from aurion.auth.tokens import mint_token
+from aurion.settings import Settings
+from tests.conftest import READ_WRITE, ROOT
+from tests.e2e.live import LiveServer, npm_ci, require_node
 
 TS = Path(__file__).resolve().parent / "ts"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     node = str(Path(require_node()).with_name("node"))
     return subprocess.run(
-        [node, *args], cwd=TS, capture_output=True, text=True, timeout=300, check=False
+        [node, *args], cwd=TS, capture_output=True, text=True, timeout=300, check=False, env=env
     )
 
 
-def test_generated_types_compile_with_a_typed_child_call() -> None:
+@pytest.fixture(scope="module")
+def schema() -> Path:
     npm_ci(TS)
     schema = TS / "generated" / "schema.d.ts"
     generated = run(
@@ -28,6 +37,47 @@ def test_generated_types_compile_with_a_typed_child_call() -> None:
     )
     assert generated.returncode == 0, generated.stdout + generated.stderr
     assert "createChildConversation: {" in schema.read_text()
+    return schema
 
+
+TSC_FAILED = (
+    "The TypeScript that openapi-typescript generates from openapi.json does not compile: a "
+    "change to the OpenAPI document breaks TypeScript clients (a self-referencing schema, for "
+    "one, is refused by tsc).\n"
+)
+
+
+def test_generated_types_compile_with_a_typed_child_call(schema: Path) -> None:
     compiled = run("node_modules/typescript/bin/tsc", "--noEmit", "-p", ".")
-    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    assert compiled.returncode == 0, TSC_FAILED + compiled.stdout + compiled.stderr
+
+
+def test_the_typed_call_creates_a_child(
+    schema: Path, server: LiveServer, settings: Settings
+) -> None:
+    emitted = run(
+        "node_modules/typescript/bin/tsc", "-p", ".", "--noEmit", "false", "--outDir", "build"
+    )
+    assert emitted.returncode == 0, TSC_FAILED + emitted.stdout + emitted.stderr
+    token = mint_token(
+        settings, workspace=f"ws_{uuid.uuid4().hex[:12]}", subject="ts-user", scopes=READ_WRITE
+    )
+    parent = httpx.post(
+        f"{server.base_url}/api/v2/conversations",
+        json={"subject": "Order #1001 arrived damaged"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+
+    result = run(
+        "run.mjs", env={"BASE_URL": server.base_url, "TOKEN": token, "PARENT_ID": parent["id"]}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    child_id, status, parent_id, version, related = outcome["summary"].split()
+    assert (status, parent_id, version, related) == ("open", parent["id"], "v1", "related=1")
+    assert outcome["refusal"] == {"status": 404, "code": "conversation_not_found"}
+    listed = httpx.get(
+        f"{server.base_url}/api/v2/conversations/{parent['id']}/children",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    assert [item["id"] for item in listed["items"]] == [child_id]
