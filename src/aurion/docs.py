@@ -28,9 +28,9 @@ ASSET_NAMES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", 
 # The assets change only with the package version, so browsers may keep them for a day.
 ASSET_CACHE_CONTROL = "public, max-age=86400"
 
-# Try it out → Execute should be two clicks away, and the token should survive a reload.
+# The operationIds are shown, since generated clients are named after them. The token is not
+# persisted (persistAuthorization): a bearer token in localStorage outlives the tab.
 SWAGGER_UI_PARAMETERS = {
-    "persistAuthorization": True,
     "displayOperationId": True,
     "displayRequestDuration": True,
     "defaultModelsExpandDepth": 0,
