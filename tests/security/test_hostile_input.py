@@ -66,7 +66,9 @@ BAD_CREATE_BODIES: dict[str, tuple[dict[str, Any], list[Any]]] = {
     "huge integer in custom_attrs": (
         {"subject": "ok", "custom_attrs": {"n": 10**301}}, ["body", "custom_attrs"]),
     "integer past 64 bits in custom_attrs": (
-        {"subject": "ok", "custom_attrs": {"n": 2**64}}, ["body", "custom_attrs"]),
+        {"subject": "ok", "custom_attrs": {"n": 2**63}}, ["body", "custom_attrs"]),
+    "float past int64 in custom_attrs": (
+        {"subject": "ok", "custom_attrs": {"f": 1.8446744073709552e19}}, ["body", "custom_attrs"]),
     "integer below int64 in metadata": (
         {"subject": "ok", "messages": [{"body": "b", "metadata": {"n": -(2**63) - 1}}]},
         ["body", "messages", 0, "metadata"]),
@@ -153,7 +155,13 @@ class TestCreateBodies:
     async def test_64_bit_integers_round_trip(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        attrs = {"max": 2**64 - 1, "min": -(2**63), "control": "tab\tbell\u0007"}
+        attrs = {
+            "max": 2**63 - 1,
+            "min": -(2**63),
+            "big float": 9.2e18,
+            "tiny": 1e-300,
+            "control": "tab\tbell\u0007",
+        }
         created = await client.post(
             CONVERSATIONS, json={"subject": "ok", "custom_attrs": attrs}, headers=auth
         )

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
 )
 
 Status = Literal["new", "open", "pending", "on_hold", "resolved", "closed"]
@@ -32,6 +33,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 MAX_JSON_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 32
+# orjson (responses) and asyncpg (jsonb) take 64-bit integers; jsonb prints 1e20 as
+# 100000000000000000000, which reads back as an integer: floats keep to the same range.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _no_control(value: str) -> str:
@@ -61,9 +65,10 @@ def _check_json(value: Any, depth: int = 0) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("must not contain NaN or infinite numbers")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("contains a number out of range (at most ±9.2e18)")
     elif isinstance(value, int) and not isinstance(value, bool):
-        # orjson (responses) and asyncpg (jsonb) handle 64-bit integers; larger ones would 500.
-        if not -(2**63) <= value < 2**64:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError("contains an integer out of the 64-bit range")
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -121,7 +126,34 @@ Subject = Annotated[
     AfterValidator(_no_control),
     _SUBJECT_PATTERN,
 ]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_object),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            "propertyNames": {"pattern": "^[^\\u0000]*$"},
+        }
+    ),
+]
+# What a free-form JSON value may hold, stated for the OpenAPI document (app.py adds it to the
+# components); the 16 KiB and 32-level limits are checked by _json_object only.
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value without NUL characters, numbers within the int64 range.",
+    "anyOf": [
+        {"type": "string", "pattern": "^[^\\u0000]*$"},
+        {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            "propertyNames": {"pattern": "^[^\\u0000]*$"},
+        },
+    ],
+}
 MessageBody = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64 * 1024),
