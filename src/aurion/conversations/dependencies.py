@@ -18,7 +18,9 @@ async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, and that
+    # round trip through the thread pool cost more than the rest of the dependency solving.
     settings: Settings = request.app.state.settings
     return settings
 
