@@ -38,13 +38,13 @@ WHERE workspace_id = $1 AND subject = $2 AND key = $3
 """
 
 # Maintenance across workspaces, in batches so no single statement holds many row locks.
+# Batches are chosen by primary key (not ctid, which means nothing across Citus shards).
 PURGE_SQL = """
 DELETE FROM idempotency_keys
-WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2
-))
+WHERE (workspace_id, subject, key) IN (
+    SELECT workspace_id, subject, key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2
+)
 """
-
 
 async def claim(
     conn: AsyncConnection,
