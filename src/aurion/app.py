@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,7 +18,6 @@ from sqlalchemy import text
 from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
-from aurion.conversations.schemas import JSON_VALUE_SCHEMA
 from aurion.db.engine import create_engine
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
@@ -60,22 +58,6 @@ def resolve_database_url(settings: Settings) -> str:
     return EmbeddedPostgres(os.path.join(settings.data_dir, "postgres")).start()
 
 
-def _add_json_value_schema(app: FastAPI) -> None:
-    """Add the recursive JsonValue schema that free-form objects (custom_attrs) refer to."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            document.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = (
-                JSON_VALUE_SCHEMA
-            )
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -108,7 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    _add_json_value_schema(app)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)
