@@ -64,7 +64,7 @@ ACTOR = "bench-user"
 SUBJECT = "Benchmark child: refund the damaged item"
 # High enough that no benchmarked request meets the children limit: every request is a 201.
 CHILD_LIMIT = 1_000_000
-HTTP_TARGETS = ("reference", "orm", "service")
+HTTP_TARGETS = ("reference", "reference-idem", "orm", "service")
 TARGETS = ("pgbench", *HTTP_TARGETS)
 
 
@@ -414,7 +414,11 @@ def start_servers(
         service_env,
         port,
     )
-    for name, module in (("reference", "bench.reference_app"), ("orm", "bench.orm_app")):
+    for name, module, extra in (
+        ("reference", "bench.reference_app", {}),
+        ("reference-idem", "bench.reference_app", {"BENCH_IDEMPOTENCY": "1"}),
+        ("orm", "bench.orm_app", {}),
+    ):
         port = free_port()
         servers[name] = Server(
             name,
@@ -427,7 +431,7 @@ def start_servers(
                 str(port),
                 *uvicorn_options,
             ],
-            base_env,
+            {**base_env, **extra},
             port,
         )
     for server in servers.values():
@@ -735,7 +739,8 @@ class Bench:
         for i, concurrency in enumerate(args.concurrency):
             rounds = args.rounds if concurrency == args.ratio_concurrency else 1
             for r in range(rounds):
-                order = list(TARGETS[(i + r) % 4 :] + TARGETS[: (i + r) % 4])
+                shift = (i + r) % len(TARGETS)
+                order = list(TARGETS[shift:] + TARGETS[:shift])
                 for target in order:
                     if target in args.targets:
                         self.measure(target, concurrency, round_no=r)
@@ -1019,18 +1024,29 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
     add("")
     add("Ratios of requests/s (medians where a concurrency was measured more than once):")
     add("")
-    add("| concurrency | service / reference | service / ORM | service / pgbench |")
-    add("|---:|---:|---:|---:|")
+    add(
+        "| concurrency | service / reference | service / ORM | service / pgbench "
+        "| service / reference-idem |"
+    )
+    add("|---:|---:|---:|---:|---:|")
     for concurrency in args.concurrency:
         s = med("service", "matrix", concurrency)
         add(
             f"| {concurrency} | {_fmt(s / med('reference', 'matrix', concurrency))} | "
             f"{_fmt(s / med('orm', 'matrix', concurrency))} | "
-            f"{_fmt(s / med('pgbench', 'matrix', concurrency))} |"
+            f"{_fmt(s / med('pgbench', 'matrix', concurrency))} | "
+            f"{_fmt(s / med('reference-idem', 'matrix', concurrency))} |"
         )
+    add("")
+    add(
+        "`reference-idem` is the bare reference plus the idempotency store's own two statements "
+        "(claim the key first, store the response last): the SQL the service runs for these "
+        "requests, so service / reference-idem is the cost of the Python layers alone."
+    )
     rounds = sorted({r.round for r in pick("service", "matrix", c32)})
     per_round_ref = []
     per_round_orm = []
+    per_round_idem: list[float] = []
     for rnd in rounds:
 
         def one(target: str, rnd: int = rnd) -> float:
@@ -1039,6 +1055,7 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
             )
 
         per_round_ref.append(one("service") / one("reference"))
+        per_round_idem.append(one("service") / one("reference-idem"))
         per_round_orm.append(one("service") / one("orm"))
     add("")
     add(
@@ -1047,6 +1064,8 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
         + ", ".join(_fmt(x) for x in per_round_ref)
         + "; service/ORM "
         + ", ".join(_fmt(x) for x in per_round_orm)
+        + "; service/reference-idem "
+        + ", ".join(_fmt(x) for x in per_round_idem)
         + "."
     )
 
@@ -1061,16 +1080,21 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
         s_app, s_pg = cpu("service")
         r_app, r_pg = cpu("reference")
         o_app, o_pg = cpu("orm") if pick("orm", "matrix", c32) else (float("nan"),) * 2
+        i_app, i_pg = (
+            cpu("reference-idem") if pick("reference-idem", "matrix", c32) else (float("nan"),) * 2
+        )
         add("")
         add(
             "CPU time per request is steadier than requests/s on a shared machine (it does not "
             "depend on what else runs): at concurrency "
             f"{c32} the service's workers spend {s_app:.2f} ms and PostgreSQL {s_pg:.2f} ms "
-            f"per request; the reference's {r_app:.2f} + {r_pg:.2f} ms; the ORM's "
+            f"per request; the reference's {r_app:.2f} + {r_pg:.2f} ms (with the idempotency "
+            f"SQL {i_app:.2f} + {i_pg:.2f} ms); the ORM's "
             f"{o_app:.2f} + {o_pg:.2f} ms. Where the CPUs are the bottleneck, throughput goes "
             "as the inverse of the total: reference/service cost "
             f"**{_fmt((r_app + r_pg) / (s_app + s_pg))}**, ORM/service cost "
-            f"**{_fmt((o_app + o_pg) / (s_app + s_pg))}**."
+            f"**{_fmt((o_app + o_pg) / (s_app + s_pg))}**, reference-idem/service cost "
+            f"**{_fmt((i_app + i_pg) / (s_app + s_pg))}**."
         )
 
     errors_total = sum(r.errors for r in res)
@@ -1180,6 +1204,23 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
             for name, share in prof["inclusive"][:20]:
                 add(f"| `{name}` | {share} |")
 
+    ref_med = med("reference", "matrix", c32)
+    idem_med = med("reference-idem", "matrix", c32)
+    svc_med = med("service", "matrix", c32)
+    if ref_med == ref_med and idem_med == idem_med and svc_med == svc_med:
+        add("")
+        add("## Where the gap to the bare reference comes from")
+        add("")
+        add(
+            f"At concurrency {c32} (medians): the service reaches {_fmt(svc_med / ref_med)}× "
+            f"the bare reference. That splits into the extra SQL of an idempotent request "
+            f"(reference-idem / reference = {_fmt(idem_med / ref_med)}: the same endpoint on "
+            "raw asyncpg with the idempotency store's claim and store statements, six round "
+            "trips instead of four) and the Python layers around the same SQL (service / "
+            f"reference-idem = {_fmt(svc_med / idem_med)}: authentication, FastAPI dependencies, "
+            "SQLAlchemy's execution layer, middleware, logging and metrics). The profile above "
+            "says which of those layers costs what."
+        )
     add("")
     add("## Targets")
     add("")
@@ -1193,6 +1234,11 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
             continue
         met = value >= bound if at_least else value <= bound
         add(f"- {label}: **{value:.2f}** — {'met' if met else 'NOT met'}")
+    if per_round_idem and per_round_idem[0] == per_round_idem[0]:
+        add(
+            "- for reading: service / reference-idem (same SQL, the Python layers alone): "
+            f"**{_median(per_round_idem):.2f}**"
+        )
     verdict = "met" if not errors_total else "NOT met"
     add(f"- zero errors: **{errors_total}** errors in all runs — {verdict}")
     for note in bench.notes:
