@@ -253,7 +253,8 @@ class TestServerDown:
 
         assert 500 not in statuses
         assert statuses.count(503) > 0  # the outage was seen ...
-        assert statuses[-4:].count(201) >= 1  # ... and the service recovered by itself
+        # ... and the service recovers by itself (bounded; a loaded machine restarts slowly)
+        await wait_until_created(fault_client, parent_id, headers, seconds=15)
         children = await check_invariants(direct, workspace, parent_id)
         # every acknowledged child exists; an unacknowledged commit may exist too (its client
         # saw a 503 and would retry with the same key and get the replay)

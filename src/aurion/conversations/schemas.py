@@ -10,7 +10,6 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 import orjson
 from pydantic import (
@@ -388,14 +387,3 @@ class ConversationCreate(BaseModel):
     messages: list[MessageCreate] = _f(
         "Initial messages, oldest first; at most 100.", [], default=[], max_length=100
     )
-
-
-def check_uuid_text(value: str) -> UUID:
-    return UUID(value)
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, to the second, as the seed shows."""
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value.utcoffset() is not None else None
