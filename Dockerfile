@@ -45,4 +45,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 # Exec form: aurion (uvicorn) is PID 1 and gets SIGTERM, finishing in-flight requests first.
 ENTRYPOINT ["aurion"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
     url = database.url()
     # Workers are separate processes: they find the database through the environment.
     os.environ["DATABASE_URL"] = url
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share their metrics through files, so any worker's /metrics shows them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aurion-metrics-")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: make that an
     # exit that runs the cleanup below (stopping the embedded server) instead of a hard kill.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -247,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="Worker processes (default 1). Each has its own connection pool "
-        "(AURION_DB_POOL_SIZE) and its own /metrics; in containers prefer one worker per "
-        "container and more replicas.",
+        "(AURION_DB_POOL_SIZE); /metrics on any of them reports the sum over all of them.",
     )
     serve.add_argument(
         "--migrate",

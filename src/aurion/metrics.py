@@ -1,18 +1,21 @@
 """Prometheus metrics: request counts and latencies per route template, and the pool.
 
 Each app has a registry of its own (tests build many apps in one process; the default global
-registry would refuse the second). One process = one set of series: run one worker per
-container and scale with replicas, so each scrape target is one process.
+registry would refuse the second). With several workers (`aurion serve --workers N`), the CLI
+sets PROMETHEUS_MULTIPROC_DIR before they start: every worker then writes its samples there and
+a scrape of any worker returns the sum over all of them (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +27,13 @@ UNMATCHED_ROUTE = "<unmatched>"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_POOL_GAUGES = {
+    "aurion_db_pool_connections_in_use": "Database connections checked out of the pool.",
+    "aurion_db_pool_connections_idle": "Open database connections idle in the pool.",
+    "aurion_db_pool_size": "Connections the pool keeps open (AURION_DB_POOL_SIZE).",
+}
+
+
 class _PoolCollector(Collector):
     """Connections in use and idle in the app's SQLAlchemy pool, read at scrape time."""
 
@@ -33,22 +43,14 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         engine = getattr(self._state, "engine", None)
         pool = getattr(engine, "pool", None) if engine is not None else None
-        in_use = GaugeMetricFamily(
-            "aurion_db_pool_connections_in_use", "Database connections checked out of the pool."
-        )
-        idle = GaugeMetricFamily(
-            "aurion_db_pool_connections_idle", "Open database connections idle in the pool."
-        )
-        size = GaugeMetricFamily(
-            "aurion_db_pool_size", "Connections the pool keeps open (AURION_DB_POOL_SIZE)."
-        )
+        values = None
         if pool is not None and hasattr(pool, "checkedout"):
-            in_use.add_metric([], pool.checkedout())
-            idle.add_metric([], pool.checkedin())
-            size.add_metric([], pool.size())
-        yield in_use
-        yield idle
-        yield size
+            values = (pool.checkedout(), pool.checkedin(), pool.size())
+        for index, (name, doc) in enumerate(_POOL_GAUGES.items()):
+            family = GaugeMetricFamily(name, doc)
+            if values is not None:
+                family.add_metric([], values[index])
+            yield family
 
 
 class Metrics:
@@ -69,15 +71,41 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_PoolCollector(app_state))
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._state = app_state
+        if self.multiprocess:
+            # Pool gauges summed over the live workers, refreshed as requests end and at scrape.
+            self._pool_gauges = {
+                name: Gauge(name, doc, registry=self.registry, multiprocess_mode="livesum")
+                for name, doc in _POOL_GAUGES.items()
+            }
+        else:
+            self.registry.register(_PoolCollector(app_state))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
+        if self.multiprocess:
+            self._refresh_pool()
+
+    def _refresh_pool(self) -> None:
+        engine = getattr(self._state, "engine", None)
+        pool = getattr(engine, "pool", None) if engine is not None else None
+        if pool is None or not hasattr(pool, "checkedout"):
+            return
+        in_use, idle, size = self._pool_gauges.values()
+        in_use.set(pool.checkedout())
+        idle.set(pool.checkedin())
+        size.set(pool.size())
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        self._refresh_pool()
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
 
 
 async def metrics_endpoint(request: Request) -> Response:

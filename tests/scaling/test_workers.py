@@ -165,3 +165,35 @@ async def test_one_idempotency_key_creates_one_child_across_processes(
 
         got = (await client.get(f"/api/v2/conversations/{parent}", headers=auth)).json()
         assert (got["version"], got["tab_counts"]["related"]) == (2, 1)
+
+
+def _children_created(exposition: str) -> float:
+    route = "/api/v2/conversations/{conversation_id}/children"
+    total = 0.0
+    for line in exposition.splitlines():
+        if (
+            line.startswith("aurion_http_requests_total{")
+            and f'route="{route}"' in line
+            and 'method="POST"' in line
+            and 'status="201"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_metrics_add_up_across_worker_processes(roomy: Server, auth: dict[str, str]) -> None:
+    async with _client(roomy) as client:
+        parent = await _parent(client, auth)
+        before = _children_created((await client.get("/metrics")).text)
+        responses = await _fire(
+            client, f"/api/v2/conversations/{parent}/children", 40, lambda _: auth
+        )
+        assert Counter(r.status_code for r in responses) == {201: 40}
+    # Each scrape is a new connection, so it lands on either worker: all must see the sum.
+    scrapes = []
+    for _ in range(6):
+        async with httpx.AsyncClient(base_url=roomy.base_url, timeout=10) as fresh:
+            scrapes.append((await fresh.get("/metrics")).text)
+    counts = {_children_created(text) for text in scrapes}
+    assert counts == {before + 40}
+    assert all("aurion_db_pool_connections_in_use" in text for text in scrapes)

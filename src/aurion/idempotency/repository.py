@@ -46,6 +46,7 @@ WHERE (workspace_id, subject, key) IN (
 )
 """
 
+
 async def claim(
     conn: AsyncConnection,
     workspace_id: str,
