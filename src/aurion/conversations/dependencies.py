@@ -9,12 +9,17 @@ from uuid import UUID
 from fastapi import Depends, Header, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aurion.db.engine import ConnectionQueue
 from aurion.settings import Settings
 
 
 async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """One connection (and transaction) per request; rolled back unless the route commits."""
-    async with request.app.state.engine.connect() as conn:
+    state = request.app.state
+    queue: ConnectionQueue | None = getattr(state, "connection_queue", None)
+    if queue is None or queue.engine is not state.engine:
+        queue = state.connection_queue = ConnectionQueue(state.engine, state.settings)
+    async with queue.connect() as conn:
         yield conn
 
 

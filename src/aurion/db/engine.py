@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from aurion.settings import Settings
 
@@ -86,3 +89,30 @@ def _behind_pgbouncer(engine: AsyncEngine) -> None:
         cparams["server_settings"] = {
             k: v for k, v in server_settings.items() if k in _PGBOUNCER_STARTUP_PARAMETERS
         }
+
+
+class ConnectionQueue:
+    """First come, first served access to the engine's pool, for request handlers.
+
+    SQLAlchemy's async pool gives a returned connection to whoever asks first: the waiter it
+    wakes often loses it to a request that has just arrived and goes back to the end of the
+    line, so under sustained load a few requests wait out the pool timeout (503) while the
+    median stays low (bench/: p99 2.9 s and up to 18 503s in 8 s at concurrency 32 on two
+    workers). Requests queue here instead, in arrival order, at most as many at a time as the
+    pool holds, and wait no longer than the pool timeout (then the usual 503).
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+        self._timeout = settings.db_pool_timeout_seconds
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with asyncio.timeout(self._timeout):
+            await self._slots.acquire()
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        finally:
+            self._slots.release()
