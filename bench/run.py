@@ -1059,7 +1059,7 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
         per_round_orm.append(one("service") / one("orm"))
     add("")
     add(
-        f"At concurrency {c32}, per round (each round runs the four targets back to back, in a "
+        f"At concurrency {c32}, per round (each round runs every target back to back, in a "
         "rotating order): service/reference "
         + ", ".join(_fmt(x) for x in per_round_ref)
         + "; service/ORM "
@@ -1180,11 +1180,11 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
         add("## Profile")
         add("")
         add(
-            f"py-spy (`record --subprocesses --nonblocking`, 250 Hz) on the workers during an "
-            f"extra {args.duration} s run at concurrency {c32}; only samples where a worker was "
-            "on the CPU count. Self time by package of the innermost Python frame (C extensions "
-            "such as orjson, pydantic-core, httptools and asyncpg's protocol count under the "
-            "Python frame that called them):"
+            f"py-spy (`record --subprocesses --nonblocking --gil`, 250 Hz) on the workers during "
+            f"an extra {args.duration} s run at concurrency {c32}; only samples holding the GIL "
+            "count (a thread waiting does not). Self time by package of the innermost Python "
+            "frame (C extensions such as orjson, pydantic-core, httptools and asyncpg's "
+            "protocol count under the Python frame that called them):"
         )
         for name, prof in bench.profiles.items():
             if not prof.get("samples"):
