@@ -253,7 +253,7 @@ class TestMetrics:
         idle = found[("aurion_db_pool_connections_idle", ())]
         assert in_use >= 0
         assert idle >= 1
-        assert found[("aurion_db_pool_size", ())] == 10
+        assert found[("aurion_db_pool_size", ())] == 20
 
 
 # ---------------------------------------------------------------- docs, served locally

@@ -45,8 +45,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "AURION_DATABASE_URL")
     )
     data_dir: str = ".data"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # A fixed pool: overflow connections are closed on check-in and reopened under load, which
+    # costs PostgreSQL a connection start-up per burst (make bench: +11 % requests/s without).
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=3.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
