@@ -59,6 +59,7 @@ bench: install
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(MAKE) bench-scale-out
 
 # The scale-out run of the benchmark (docs/scaling.md): 1, 2, 4 processes behind nginx, PgBouncer.
 bench-scale-out: install
