@@ -19,8 +19,9 @@ from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
 from aurion.db.engine import ConnectionQueue, create_engine
+from aurion.db.errors import is_database_unavailable
 from aurion.docs import install_docs
-from aurion.errors import error_response, install_error_handlers, is_database_unavailable
+from aurion.errors import DatabaseUnavailable, MigrationsPending, install_error_handlers
 from aurion.idempotency.service import purge_periodically
 from aurion.metrics import Metrics, metrics_endpoint
 from aurion.middleware import (
@@ -115,13 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise
-            return error_response(
-                503, "database_unavailable", "The database is unreachable.", {"Retry-After": "2"}
-            )
+            raise DatabaseUnavailable() from exc
         if current != head_revisions(app.state.database_url):
-            return error_response(
-                503, "migrations_pending", "The database schema is not at the latest migration."
-            )
+            raise MigrationsPending()
         return {"status": "ready", "database": "ok", "migrations": sorted(current)}
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

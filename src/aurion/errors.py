@@ -1,7 +1,11 @@
-"""Application errors and the handlers that render every error in the documented shapes.
+"""Application errors, and the handlers that render every error in the documented shapes.
 
 * 422: FastAPI's shape, ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``.
-* everything else: ``{"detail": "<sentence>", "code": "<snake_case>"}``.
+* everything else: an ``AppError``, rendered by ``AppError.response()`` as
+  ``{"detail": "<sentence>", "code": "<snake_case>"}``.
+
+What a database failure means is decided next to the database code (``aurion.db.errors``);
+how errors are documented in OpenAPI, in ``aurion.openapi``.
 """
 
 from __future__ import annotations
@@ -10,18 +14,17 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from aurion.db.errors import DATABASE_EXCEPTIONS, is_database_unavailable
+
 logger = logging.getLogger("aurion.errors")
 
-DB_RETRY_AFTER_SECONDS = 2
+JSON = "application/json"
 
 
 class AppError(Exception):
@@ -30,11 +33,25 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
     message = "The request cannot be served."
+    # Seconds after which a retry may succeed (sent as Retry-After), for transient errors.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
         self.message = message or self.message
         self.headers = headers or {}
         super().__init__(self.message)
+
+    def response(self) -> Response:
+        """The error as the API sends it: ``{"detail", "code"}`` with its status and headers."""
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers.setdefault("Retry-After", str(self.retry_after))
+        return Response(
+            orjson.dumps({"detail": self.message, "code": self.code}),
+            status_code=self.status_code,
+            media_type=JSON,
+            headers=headers,
+        )
 
 
 class NotAuthenticated(AppError):
@@ -65,100 +82,53 @@ class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"
     message = "The database is unavailable; retry shortly."
+    retry_after = 2
 
 
-class ErrorBody(BaseModel):
-    """Every non-validation error."""
-
-    detail: str = Field(
-        description="A human-readable sentence.", examples=["Conversation not found."]
-    )
-    code: str = Field(
-        description="A stable snake_case code to branch on.", examples=["conversation_not_found"]
-    )
+class MigrationsPending(AppError):
+    status_code = 503
+    code = "migrations_pending"
+    message = "The database schema is not at the latest migration."
 
 
-class ValidationIssue(BaseModel):
-    """One validation problem: where it is, what is wrong, and its type."""
+class InternalError(AppError):
+    status_code = 500
+    code = "internal_error"
+    message = "An internal error occurred."
 
-    loc: list[str | int] = Field(
-        description="Where the problem is.", examples=[["body", "subject"]]
-    )
-    msg: str = Field(description="What is wrong.", examples=["Field required"])
-    type: str = Field(description="The error type.", examples=["missing"])
-
-
-class ValidationErrorBody(BaseModel):
-    """FastAPI's validation error shape."""
-
-    detail: list[ValidationIssue] = Field(description="One entry per problem.")
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"An internal error occurred; quote request id {request_id} when reporting it."
+        )
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps({"detail": message, "code": code}),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+# The codes of the errors Starlette raises itself (routing, body parsing).
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class HTTPError(AppError):
+    """An error Starlette raised (no such route, method not allowed, ...), in our shape."""
+
+    def __init__(self, status_code: int, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.status_code = status_code
+        self.code = _HTTP_CODES.get(status_code, "http_error")
 
 
 def validation_response(errors: Iterable[dict[str, Any]]) -> Response:
+    """A 422 in FastAPI's shape."""
     detail = [
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
         for err in errors
     ]
-    return Response(
-        orjson.dumps({"detail": detail}), status_code=422, media_type="application/json"
-    )
-
-
-# SQLSTATE classes that mean "the database cannot serve us right now", not "the query is wrong":
-# 08 connection exception, 53 insufficient resources, 57 operator intervention (restart,
-# pg_terminate_backend, statement timeout), 40 transaction rollback (deadlock, serialization).
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
-# A lock wait that outlasted lock_timeout: the row is too busy right now.
-LOCK_NOT_AVAILABLE = "55P03"
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (SQLAlchemy's ``orig``, causes, contexts), outermost first."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return chain
-
-
-def sqlstate_of(exc: BaseException) -> str | None:
-    """The PostgreSQL SQLSTATE behind ``exc``, if any."""
-    for item in _causes(exc):
-        sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
-        if isinstance(sqlstate, str):
-            return sqlstate
-    return None
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it wraps) says the database is down, busy or unreachable."""
-    for item in _causes(exc):
-        if isinstance(item, sa_exc.TimeoutError | TimeoutError | ConnectionError | OSError):
-            return True
-        if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
-            return True
-        if type(item).__name__ in {
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "InternalClientError",
-        }:
-            return True
-    sqlstate = sqlstate_of(exc)
-    return sqlstate is not None and (
-        sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == LOCK_NOT_AVAILABLE
-    )
+    return Response(orjson.dumps({"detail": detail}), status_code=422, media_type=JSON)
 
 
 def _request_id(request: Request) -> str:
@@ -167,7 +137,7 @@ def _request_id(request: Request) -> str:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    return exc.response()
 
 
 # FastAPI parses a body as JSON only when it is sent as application/json (or any +json type);
@@ -189,9 +159,7 @@ _UNPARSABLE_JSON = {
 
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -205,22 +173,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return validation_response(errors)
 
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_PARSE_ERROR:
         return validation_response([_UNPARSABLE_JSON])
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
+    detail = exc.detail if isinstance(exc.detail, str) else AppError.message
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such endpoint."
     headers = dict(exc.headers or {})
@@ -228,7 +185,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # Starlette names only the first route matching the path; a path served by two routes
         # (GET and POST .../children) must list both (RFC 9110 §15.5.6).
         headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
-    return error_response(exc.status_code, code, detail, headers)
+    return HTTPError(exc.status_code, detail, headers).response()
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -248,23 +205,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
             type(exc).__name__,
             extra={"request_id": _request_id(request)},
         )
-        return database_unavailable_response()
+        return DatabaseUnavailable().response()
     logger.exception("unhandled error", extra={"request_id": _request_id(request)})
-    return error_response(
-        500,
-        "internal_error",
-        f"An internal error occurred; quote request id {_request_id(request)} when reporting it.",
-    )
-
-
-def database_unavailable_response() -> Response:
-    err = DatabaseUnavailable()
-    return error_response(
-        err.status_code,
-        err.code,
-        err.message,
-        {"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
-    )
+    return InternalError(_request_id(request)).response()
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -273,69 +216,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database failures are handled inside the exception middleware (no re-raise, no traceback
     # noise for an expected outage); anything else falls through to the server-error handler.
-    # asyncpg's own errors reach here from statements run on the driver connection.
-    for exc_class in (
-        sa_exc.DBAPIError,
-        sa_exc.TimeoutError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        OSError,
-        TimeoutError,
-    ):
+    for exc_class in DATABASE_EXCEPTIONS:
         app.add_exception_handler(exc_class, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)
-
-
-def error_responses(*errors: type[AppError], validation: bool = True) -> dict[int | str, Any]:
-    """OpenAPI ``responses`` for the given errors (grouped by status)."""
-    by_status: dict[int, list[type[AppError]]] = {}
-    for err in errors:
-        by_status.setdefault(err.status_code, []).append(err)
-    responses: dict[int | str, Any] = {}
-    for status, errs in sorted(by_status.items()):
-        codes = ", ".join(f"`{e.code}`" for e in errs)
-        responses[status] = {
-            "model": ErrorBody,
-            "description": f"{codes}: " + " / ".join(e.message for e in errs),
-            "content": {"application/json": {"examples": _error_examples(errs)}},
-        }
-    if validation:
-        # A 422 is FastAPI's validation shape, or ours for an AppError with status 422
-        # (idempotency_key_reused): both are declared, with an example of each.
-        semantic = by_status.get(422, [])
-        examples = {
-            "validation_error": {
-                "summary": "A field is missing or invalid.",
-                "value": VALIDATION_EXAMPLE,
-            },
-            **_error_examples(semantic),
-        }
-        codes = "".join(f" `{e.code}`: {e.message}" for e in semantic)
-        responses[422] = {
-            "model": ValidationErrorBody | ErrorBody if semantic else ValidationErrorBody,
-            "description": f"The request is malformed (body, path, query or header).{codes}",
-            "content": {"application/json": {"examples": examples}},
-        }
-    responses[500] = {
-        "model": ErrorBody,
-        "description": "`internal_error`: a bug. The body names the request id to report.",
-        "content": {"application/json": {"example": INTERNAL_ERROR_EXAMPLE}},
-    }
-    return responses
-
-
-VALIDATION_EXAMPLE = {
-    "detail": [{"loc": ["body", "subject"], "msg": "Field required", "type": "missing"}]
-}
-INTERNAL_ERROR_EXAMPLE = {
-    "detail": "An internal error occurred; quote request id 4f9c2a7e1b3d4c5e when reporting it.",
-    "code": "internal_error",
-}
-
-
-def _error_examples(errors: list[type[AppError]]) -> dict[str, Any]:
-    """One named example per code, so the docs page offers each in a drop-down."""
-    return {
-        err.code: {"summary": err.message, "value": {"detail": err.message, "code": err.code}}
-        for err in errors
-    }

@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aurion.errors import PayloadTooLarge, error_response
+from aurion.errors import PayloadTooLarge
 from aurion.metrics import UNMATCHED_ROUTE, Metrics
 
 logger = logging.getLogger("aurion.access")
@@ -84,8 +84,9 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        err = PayloadTooLarge(f"The request body exceeds {self.max_bytes} bytes.")
-        response = error_response(err.status_code, err.code, err.message, {"Connection": "close"})
+        response = PayloadTooLarge(
+            f"The request body exceeds {self.max_bytes} bytes.", headers={"Connection": "close"}
+        ).response()
         await response({"type": "http"}, _empty_receive, send)
 
 

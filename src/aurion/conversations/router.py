@@ -29,9 +29,10 @@ from aurion.conversations.schemas import (
     ConversationPage,
 )
 from aurion.db.driver import DbDep
-from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
+from aurion.errors import DatabaseUnavailable, PayloadTooLarge
 from aurion.http import IfMatchVersions, claim_for, document_response, written_response
 from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from aurion.openapi import error_responses
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
 
