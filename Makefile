@@ -38,7 +38,7 @@ test-deps:
 	  || echo "make test-deps: could not install chromium/node; the browser and client tests will skip"
 
 openapi: install
-	$(BIN)/python -m aurion.docs openapi.json
+	$(BIN)/aurion openapi openapi.json
 
 lint: install
 	$(BIN)/ruff format --check src tests migrations bench

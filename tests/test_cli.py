@@ -137,5 +137,12 @@ def test_db_upgrade_is_repeatable(fresh_env: dict[str, str], served: tuple[str, 
 def test_help_lists_every_command(fresh_env: dict[str, str]) -> None:
     result = _aurion("--help", env=fresh_env)
     assert result.returncode == 0
-    for command in ("serve", "db", "token", "seed"):
+    for command in ("serve", "db", "token", "seed", "openapi"):
         assert command in result.stdout
+
+
+def test_openapi_writes_the_committed_document(fresh_env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+    result = _aurion("openapi", str(target), env=fresh_env)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text(encoding="utf-8") == (ROOT / "openapi.json").read_text(encoding="utf-8")

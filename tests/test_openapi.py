@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aurion.docs import openapi_document
+from aurion.app import openapi_document
 from tests.conftest import ROOT
 
 OPENAPI_JSON = ROOT / "openapi.json"

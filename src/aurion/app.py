@@ -6,6 +6,7 @@ Nothing connects at import time; the lifespan opens the engine and closes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -135,3 +136,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=CORS_MAX_AGE_SECONDS,
         )
     return app
+
+
+def openapi_document() -> str:
+    """The OpenAPI document as committed in ``openapi.json`` (``aurion openapi`` writes it)."""
+    # model_construct: the defaults, not this shell's AURION_* variables, so the file is the
+    # same on every machine. Nothing connects: the lifespan does not run.
+    app = create_app(Settings.model_construct())
+    return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"

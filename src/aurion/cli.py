@@ -1,4 +1,4 @@
-"""The ``aurion`` command: serve, db upgrade, token, seed."""
+"""The ``aurion`` command: serve, db upgrade, token, seed, openapi."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aurion.settings import Settings, get_settings
@@ -214,6 +215,15 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from aurion.app import openapi_document
+
+    target = Path(args.path)
+    target.write_text(openapi_document(), encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aurion",
@@ -340,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Workspace to create it in (default demo, as the token 'make run' prints).",
     )
     seed.set_defaults(func=_seed)
+
+    openapi = sub.add_parser(
+        "openapi",
+        help="Write the OpenAPI document (openapi.json).",
+        description="Write the OpenAPI document of the API, with settings at their defaults so "
+        "the file is the same on every machine ('make openapi'; tests/test_openapi.py fails when "
+        "the committed openapi.json drifts from the code). Needs no database.",
+    )
+    openapi.add_argument(
+        "path", nargs="?", default="openapi.json", help="Where to write it (default openapi.json)."
+    )
+    openapi.set_defaults(func=_openapi)
     return parser
 
 

@@ -87,31 +87,3 @@ def install_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
-
-
-def openapi_document() -> str:
-    """The OpenAPI document as committed in ``openapi.json`` (settings at their defaults)."""
-    import json
-
-    from aurion.app import create_app
-    from aurion.settings import Settings
-
-    # model_construct: the defaults, not this shell's AURION_* variables, so the file is the
-    # same on every machine. Nothing connects: the lifespan does not run.
-    app = create_app(Settings.model_construct())
-    return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m aurion.docs PATH``: write the OpenAPI document (``make openapi``)."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0] if args else "openapi.json")
-    target.write_text(openapi_document(), encoding="utf-8")
-    sys.stdout.write(f"wrote {target}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
