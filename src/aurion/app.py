@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +20,7 @@ from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
 from aurion.db.engine import ConnectionQueue, create_engine
 from aurion.db.errors import is_database_unavailable
+from aurion.db.location import DatabaseLocation
 from aurion.docs import install_docs
 from aurion.errors import DatabaseUnavailable, MigrationsPending, install_error_handlers
 from aurion.idempotency.service import purge_periodically
@@ -51,22 +51,13 @@ be tracked separately.
 """
 
 
-def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL, or the embedded server under ``settings.data_dir`` (started if needed)."""
-    if settings.database_url:
-        return settings.database_url
-    from aurion.db.embedded import EmbeddedPostgres
-
-    return EmbeddedPostgres(os.path.join(settings.data_dir, "postgres")).start()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = resolve_database_url(settings)
+        url = DatabaseLocation(settings).url()
         app.state.engine = create_engine(settings, url)
         app.state.connection_queue = ConnectionQueue(app.state.engine, settings)
         app.state.database_url = url

@@ -10,41 +10,26 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from aurion.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from aurion.db.embedded import EmbeddedPostgres
-
-READ_WRITE = "conversations:read conversations:write"
+from aurion.auth.principal import READ_WRITE
+from aurion.db.location import DatabaseLocation
+from aurion.settings import get_settings
 
 
-class _Database:
-    """The database the command works on: DATABASE_URL, or the embedded server."""
+def _database_url(database: DatabaseLocation) -> str:
+    url = database.url()
+    if database.started is not None:
+        # stderr: stdout carries only a command's result (PARENT=$(aurion seed) works).
+        print(
+            f"Started embedded PostgreSQL (data in {database.started.data_dir}).", file=sys.stderr
+        )
+    return url
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.embedded: EmbeddedPostgres | None = None
-        self.started_here = False
 
-    def url(self) -> str:
-        if self.settings.database_url:
-            return self.settings.database_url
-        from aurion.db.embedded import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(os.path.join(self.settings.data_dir, "postgres"))
-        self.embedded = embedded
-        self.started_here = not embedded.is_running()
-        url = embedded.start()
-        if self.started_here:
-            print(f"Started embedded PostgreSQL (data in {embedded.data_dir}).")
-        return url
-
-    def stop_if_started(self) -> None:
-        if self.embedded is not None and self.started_here:
-            self.embedded.stop()
-            print("Stopped embedded PostgreSQL.")
+def _stop_database(database: DatabaseLocation) -> None:
+    if database.started is not None:
+        database.stop_if_started()
+        print("Stopped embedded PostgreSQL.", file=sys.stderr)
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -58,8 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     from aurion.db.migrate import upgrade
 
     settings = get_settings()
-    database = _Database(settings)
-    url = database.url()
+    database = DatabaseLocation(settings)
+    url = _database_url(database)
     # Workers are separate processes: they find the database through the environment.
     os.environ["DATABASE_URL"] = url
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -96,15 +81,14 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=args.graceful_timeout,
         )
     finally:
-        database.stop_if_started()
+        _stop_database(database)
     return 0
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from aurion.db.migrate import upgrade
 
-    database = _Database(get_settings())
-    upgrade(database.url(), args.revision)
+    upgrade(_database_url(DatabaseLocation(get_settings())), args.revision)
     print(f"Database upgraded to {args.revision}.")
     return 0
 
@@ -114,7 +98,7 @@ def _purge_keys(args: argparse.Namespace) -> int:
     from aurion.idempotency.service import purge_expired
 
     settings = get_settings()
-    url = _Database(settings).url()
+    url = _database_url(DatabaseLocation(settings))
 
     async def run() -> int:
         engine = create_engine(settings, url)
@@ -152,7 +136,7 @@ def _seed(args: argparse.Namespace) -> int:
     from aurion.db.migrate import upgrade
 
     settings = get_settings()
-    url = _Database(settings).url()
+    url = _database_url(DatabaseLocation(settings))
     upgrade(url)
     body = ConversationCreate.model_validate(
         {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The scopes of the API; a token's ``scope`` claim lists them space-separated.
 READ = "conversations:read"
 WRITE = "conversations:write"
-ALL_SCOPES = (READ, WRITE)
+READ_WRITE = f"{READ} {WRITE}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,15 @@ from aurion.openapi import error_responses
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
 
-_CREATED_HEADERS = {
+# OpenAPI descriptions of the headers aurion.http sends with a conversation.
+_ETAG_HEADER = {
+    "description": 'The conversation\'s version, quoted (`"1"` for a new one): send it in '
+    "If-Match to act only on this version.",
+    "schema": {"type": "string"},
+}
+_CREATED_RESPONSE_HEADERS = {
     "Location": {"description": "URL of the new conversation.", "schema": {"type": "string"}},
-    "ETag": {
-        "description": 'The new conversation\'s version, quoted: `"1"`.',
-        "schema": {"type": "string"},
-    },
+    "ETag": _ETAG_HEADER,
     "Idempotent-Replayed": {
         "description": "`true` when this is the stored response of an earlier request "
         "with the same Idempotency-Key.",
@@ -58,7 +61,7 @@ _IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
     operation_id="createChildConversation",
     summary="Create a child conversation",
     responses={
-        201: {"description": "The child conversation.", "headers": _CREATED_HEADERS},
+        201: {"description": "The child conversation.", "headers": _CREATED_RESPONSE_HEADERS},
         **error_responses(
             *AUTH_ERRORS,
             ConversationNotFound,
@@ -110,7 +113,7 @@ async def create_child_conversation(
     operation_id="createConversation",
     summary="Create a conversation",
     responses={
-        201: {"description": "The new conversation.", "headers": _CREATED_HEADERS},
+        201: {"description": "The new conversation.", "headers": _CREATED_RESPONSE_HEADERS},
         **error_responses(*AUTH_ERRORS, *_IDEMPOTENCY_ERRORS, PayloadTooLarge, DatabaseUnavailable),
     },
 )
@@ -134,7 +137,7 @@ async def create_conversation(
     responses={
         200: {
             "description": "The conversation with its newest 200 messages.",
-            "headers": {"ETag": _CREATED_HEADERS["ETag"]},
+            "headers": {"ETag": _ETAG_HEADER},
         },
         **error_responses(*AUTH_ERRORS, ConversationNotFound, DatabaseUnavailable),
     },

@@ -164,8 +164,9 @@ UUID_EXAMPLE = "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70"
 _NO_EXAMPLE: Any = object()
 
 
-def _f(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> Any:
-    # An explicit None is a real example: the field is usually null.
+def documented(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> Any:
+    """A field with its OpenAPI description and one example (an explicit None is a real
+    example: the field is usually null); other ``Field`` arguments pass through."""
     examples = None if example is _NO_EXAMPLE else [example]
     return Field(description=description, examples=examples, **kwargs)
 
@@ -173,131 +174,139 @@ def _f(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> Any:
 # ---------------------------------------------------------------- read models
 
 
-class Attachment(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 class MessageRead(BaseModel):
     """A message of a conversation, as the seed API returns it."""
 
-    id: str = _f("The message's id (UUID).", UUID_EXAMPLE)
-    attachments: list[dict[str, Any]] = _f("Attachment descriptors.", [])
-    body: str = _f("Plain-text body.", "My order has not arrived.")
-    body_html: str | None = _f("HTML body, when the channel has one.", "<p>My order…</p>")
-    content_type: str = _f("MIME type of the body.", "text/plain")
-    conversation_version: int = _f("The conversation's version when the message was added.", 1)
-    created_at: str = _f("When the message was created (ISO 8601 UTC).", TIME_EXAMPLE)
-    is_internal: bool = _f("An internal note, invisible to the customer.", False)
-    metadata: dict[str, Any] = _f("Free-form metadata.", {})
-    original_body: str | None = _f("The body before translation.", None)
-    sender_id: str | None = _f("Who sent it (user or contact id).", "contact_42")
-    sender_type: str | None = _f("Kind of sender: contact, agent, system, bot.", "contact")
-    sentiment_label: str | None = _f("Sentiment of the message.", None)
-    sentiment_score: float | None = _f("Sentiment score, -1 to 1.", None)
-    source: str | None = _f("Where the message came from (email, chat, api).", "email")
-    source_message_id: str | None = _f("The message's id in the source system.", None)
-    translated_body: str | None = _f("Translated body.", None)
-    translation_target_language: str | None = _f("Language of translated_body.", None)
+    id: str = documented("The message's id (UUID).", UUID_EXAMPLE)
+    attachments: list[dict[str, Any]] = documented("Attachment descriptors.", [])
+    body: str = documented("Plain-text body.", "My order has not arrived.")
+    body_html: str | None = documented("HTML body, when the channel has one.", "<p>My order…</p>")
+    content_type: str = documented("MIME type of the body.", "text/plain")
+    conversation_version: int = documented(
+        "The conversation's version when the message was added.", 1
+    )
+    created_at: str = documented("When the message was created (ISO 8601 UTC).", TIME_EXAMPLE)
+    is_internal: bool = documented("An internal note, invisible to the customer.", False)
+    metadata: dict[str, Any] = documented("Free-form metadata.", {})
+    original_body: str | None = documented("The body before translation.", None)
+    sender_id: str | None = documented("Who sent it (user or contact id).", "contact_42")
+    sender_type: str | None = documented("Kind of sender: contact, agent, system, bot.", "contact")
+    sentiment_label: str | None = documented("Sentiment of the message.", None)
+    sentiment_score: float | None = documented("Sentiment score, -1 to 1.", None)
+    source: str | None = documented("Where the message came from (email, chat, api).", "email")
+    source_message_id: str | None = documented("The message's id in the source system.", None)
+    translated_body: str | None = documented("Translated body.", None)
+    translation_target_language: str | None = documented("Language of translated_body.", None)
 
 
 class TabCounts(BaseModel):
     """Counters derived on read, for the conversation view's tabs."""
 
-    activities: int = _f("Activity-log entries on the conversation.", 1)
-    has_resolution: bool = _f("Status is resolved or closed.", False)
-    messages: int = _f("Messages on the conversation (all, not just embedded ones).", 0)
-    related: int = _f("Conversations linked by parent/child: its parent plus its children.", 1)
+    activities: int = documented("Activity-log entries on the conversation.", 1)
+    has_resolution: bool = documented("Status is resolved or closed.", False)
+    messages: int = documented("Messages on the conversation (all, not just embedded ones).", 0)
+    related: int = documented(
+        "Conversations linked by parent/child: its parent plus its children.", 1
+    )
 
 
 class Conversation(BaseModel):
     """A conversation (support ticket), exactly the fields of the seed API's object."""
 
-    ai_analysis_generated_at: str | None = _f("When AI analysis last ran.", None)
-    ai_analysis_message_count: int = _f("Messages covered by the last AI analysis.", 0)
-    ai_analysis_stale: bool = _f("New messages arrived since the last AI analysis.", False)
-    ai_category: str | None = _f("Category suggested by AI.", None)
-    ai_classification_source: str | None = _f("What produced the AI classification.", None)
-    ai_classified_at: str | None = _f("When AI classified the conversation.", None)
-    ai_confidence: float | None = _f("Confidence of the AI classification, 0 to 1.", None)
-    ai_conversation_type: str | None = _f("Conversation type suggested by AI.", None)
-    ai_copilot_context: dict[str, Any] = _f("Context kept for the AI copilot.", {})
-    ai_language: str | None = _f("Language of the conversation (inherited by children).", "en")
-    ai_priority: str | None = _f("Priority suggested by AI.", None)
-    ai_sentiment: str | None = _f("Overall sentiment found by AI.", None)
-    ai_suggested_reply: dict[str, Any] = _f("A reply drafted by AI.", {})
-    ai_suggestion: dict[str, Any] = _f("Field values suggested by AI.", {})
-    ai_suggestion_field_states: dict[str, Any] = _f("Accepted/rejected state per field.", {})
-    ai_topic_tags: list[str] = _f("Topic tags found by AI.", [])
-    ai_triage_hint: str | None = _f("A triage hint from AI.", None)
-    ai_triage_hint_type: str | None = _f("Kind of triage hint.", None)
-    archived_at: str | None = _f("When the conversation was archived.", None)
-    assigned_at: str | None = _f("When the current assignee was set.", TIME_EXAMPLE)
-    assignee_team_id: str | None = _f("Assigned team's id.", "team_billing")
-    assignee_team_name: str | None = _f("Assigned team's name.", "Billing")
-    assignee_user_id: str | None = _f("Assigned agent's id.", "user_7")
-    assignee_user_name: str | None = _f("Assigned agent's name.", "Dana Agent")
-    assignment_reason: str | None = _f("Why the assignee was chosen.", None)
-    auto_resolved_by_ai: bool = _f("Resolved automatically by AI.", False)
-    category: str | None = _f("Category.", "billing")
-    channel: str | None = _f("Channel the conversation arrived on.", "email")
-    company_id: str | None = _f("Customer company's id.", "comp_1")
-    company_name: str | None = _f("Customer company's name.", "Acme Corp")
-    contact_email: str | None = _f("Customer contact's email.", "jo@acme.example")
-    contact_id: str | None = _f("Customer contact's id.", "contact_42")
-    contact_name: str | None = _f("Customer contact's name.", "Jo Customer")
-    contact_phone: str | None = _f("Customer contact's phone.", "+1 555 0100")
-    contact_role: str | None = _f("Customer contact's role.", "buyer")
-    conversation_type: str | None = _f("Type: question, incident, problem, task...", "incident")
-    created_at: str = _f("When the conversation was created (ISO 8601 UTC).", TIME_EXAMPLE)
-    current_sentiment_label: str | None = _f("Latest sentiment label.", None)
-    current_sentiment_score: float | None = _f("Latest sentiment score, -1 to 1.", None)
-    custom_attrs: dict[str, Any] = _f("Workspace-defined attributes.", {"order": "A-1001"})
-    deleted_at: str | None = _f("When the conversation was soft-deleted.", None)
-    department_id: str | None = _f("Owning department's id.", "dept_support")
-    id: str = _f("The conversation's id (UUID v7, time-ordered).", UUID_EXAMPLE)
-    impact: str | None = _f("Impact label.", "single_user")
-    initial_sentiment_label: str | None = _f("Sentiment at the first message.", None)
-    is_spam: bool = _f("Marked as spam.", False)
-    merged_at: str | None = _f("When it was merged into another conversation.", None)
-    merged_by: str | None = _f("Who merged it.", None)
-    merged_into_id: str | None = _f("The conversation it was merged into.", None)
-    messages: list[MessageRead] = _f(
+    ai_analysis_generated_at: str | None = documented("When AI analysis last ran.", None)
+    ai_analysis_message_count: int = documented("Messages covered by the last AI analysis.", 0)
+    ai_analysis_stale: bool = documented("New messages arrived since the last AI analysis.", False)
+    ai_category: str | None = documented("Category suggested by AI.", None)
+    ai_classification_source: str | None = documented("What produced the AI classification.", None)
+    ai_classified_at: str | None = documented("When AI classified the conversation.", None)
+    ai_confidence: float | None = documented("Confidence of the AI classification, 0 to 1.", None)
+    ai_conversation_type: str | None = documented("Conversation type suggested by AI.", None)
+    ai_copilot_context: dict[str, Any] = documented("Context kept for the AI copilot.", {})
+    ai_language: str | None = documented(
+        "Language of the conversation (inherited by children).", "en"
+    )
+    ai_priority: str | None = documented("Priority suggested by AI.", None)
+    ai_sentiment: str | None = documented("Overall sentiment found by AI.", None)
+    ai_suggested_reply: dict[str, Any] = documented("A reply drafted by AI.", {})
+    ai_suggestion: dict[str, Any] = documented("Field values suggested by AI.", {})
+    ai_suggestion_field_states: dict[str, Any] = documented(
+        "Accepted/rejected state per field.", {}
+    )
+    ai_topic_tags: list[str] = documented("Topic tags found by AI.", [])
+    ai_triage_hint: str | None = documented("A triage hint from AI.", None)
+    ai_triage_hint_type: str | None = documented("Kind of triage hint.", None)
+    archived_at: str | None = documented("When the conversation was archived.", None)
+    assigned_at: str | None = documented("When the current assignee was set.", TIME_EXAMPLE)
+    assignee_team_id: str | None = documented("Assigned team's id.", "team_billing")
+    assignee_team_name: str | None = documented("Assigned team's name.", "Billing")
+    assignee_user_id: str | None = documented("Assigned agent's id.", "user_7")
+    assignee_user_name: str | None = documented("Assigned agent's name.", "Dana Agent")
+    assignment_reason: str | None = documented("Why the assignee was chosen.", None)
+    auto_resolved_by_ai: bool = documented("Resolved automatically by AI.", False)
+    category: str | None = documented("Category.", "billing")
+    channel: str | None = documented("Channel the conversation arrived on.", "email")
+    company_id: str | None = documented("Customer company's id.", "comp_1")
+    company_name: str | None = documented("Customer company's name.", "Acme Corp")
+    contact_email: str | None = documented("Customer contact's email.", "jo@acme.example")
+    contact_id: str | None = documented("Customer contact's id.", "contact_42")
+    contact_name: str | None = documented("Customer contact's name.", "Jo Customer")
+    contact_phone: str | None = documented("Customer contact's phone.", "+1 555 0100")
+    contact_role: str | None = documented("Customer contact's role.", "buyer")
+    conversation_type: str | None = documented(
+        "Type: question, incident, problem, task...", "incident"
+    )
+    created_at: str = documented("When the conversation was created (ISO 8601 UTC).", TIME_EXAMPLE)
+    current_sentiment_label: str | None = documented("Latest sentiment label.", None)
+    current_sentiment_score: float | None = documented("Latest sentiment score, -1 to 1.", None)
+    custom_attrs: dict[str, Any] = documented("Workspace-defined attributes.", {"order": "A-1001"})
+    deleted_at: str | None = documented("When the conversation was soft-deleted.", None)
+    department_id: str | None = documented("Owning department's id.", "dept_support")
+    id: str = documented("The conversation's id (UUID v7, time-ordered).", UUID_EXAMPLE)
+    impact: str | None = documented("Impact label.", "single_user")
+    initial_sentiment_label: str | None = documented("Sentiment at the first message.", None)
+    is_spam: bool = documented("Marked as spam.", False)
+    merged_at: str | None = documented("When it was merged into another conversation.", None)
+    merged_by: str | None = documented("Who merged it.", None)
+    merged_into_id: str | None = documented("The conversation it was merged into.", None)
+    messages: list[MessageRead] = documented(
         "Messages, oldest first; at most the newest 200 (tab_counts.messages has the total).", []
     )
-    parent_id: str | None = _f(
+    parent_id: str | None = documented(
         "The parent conversation's id, for a child; null otherwise.",
         "0193b0a2-6b1d-7c0e-8e2d-1a7b3c4d5e6f",
     )
-    planned_effort_minutes: int | None = _f("Planned effort in minutes.", None)
-    planned_end: str | None = _f("Planned end.", None)
-    planned_start: str | None = _f("Planned start.", None)
-    priority: Priority | None = _f("Priority: low, medium, high or urgent.", "high")
-    sentiment_trend: str | None = _f("Sentiment trend: improving, stable, worsening.", None)
-    sla_first_response_due: str | None = _f("SLA: first response due.", TIME_EXAMPLE)
-    sla_last_escalation_at: str | None = _f("SLA: last escalation.", None)
-    sla_resolution_due: str | None = _f("SLA: resolution due.", TIME_EXAMPLE)
-    sla_state: str | None = _f("SLA state label.", "active")
-    source: str | None = _f("Origin: email, chat, api, child...", "child")
-    source_thread_id: str | None = _f("Thread id in the source system.", None)
-    status: Status = _f("Status: new, open, pending, on_hold, resolved or closed.", "open")
-    sub_category: str | None = _f("Sub-category.", "refund")
-    subject: str = _f("Subject line.", "Refund the duplicate charge")
-    tab_counts: TabCounts = _f(
+    planned_effort_minutes: int | None = documented("Planned effort in minutes.", None)
+    planned_end: str | None = documented("Planned end.", None)
+    planned_start: str | None = documented("Planned start.", None)
+    priority: Priority | None = documented("Priority: low, medium, high or urgent.", "high")
+    sentiment_trend: str | None = documented("Sentiment trend: improving, stable, worsening.", None)
+    sla_first_response_due: str | None = documented("SLA: first response due.", TIME_EXAMPLE)
+    sla_last_escalation_at: str | None = documented("SLA: last escalation.", None)
+    sla_resolution_due: str | None = documented("SLA: resolution due.", TIME_EXAMPLE)
+    sla_state: str | None = documented("SLA state label.", "active")
+    source: str | None = documented("Origin: email, chat, api, child...", "child")
+    source_thread_id: str | None = documented("Thread id in the source system.", None)
+    status: Status = documented("Status: new, open, pending, on_hold, resolved or closed.", "open")
+    sub_category: str | None = documented("Sub-category.", "refund")
+    subject: str = documented("Subject line.", "Refund the duplicate charge")
+    tab_counts: TabCounts = documented(
         "Derived counters for the conversation's tabs.",
         {"activities": 1, "has_resolution": False, "messages": 0, "related": 1},
     )
-    tags: list[str] = _f("Tags.", ["vip"])
-    total_time_spent_minutes: int = _f("Time logged on the conversation, in minutes.", 0)
-    updated_at: str = _f("Last change (ISO 8601 UTC).", TIME_EXAMPLE)
-    urgency: str | None = _f("Urgency label.", "high")
-    version: int = _f("Optimistic-concurrency version; the ETag is its quoted value.", 1, ge=1)
+    tags: list[str] = documented("Tags.", ["vip"])
+    total_time_spent_minutes: int = documented("Time logged on the conversation, in minutes.", 0)
+    updated_at: str = documented("Last change (ISO 8601 UTC).", TIME_EXAMPLE)
+    urgency: str | None = documented("Urgency label.", "high")
+    version: int = documented(
+        "Optimistic-concurrency version; the ETag is its quoted value.", 1, ge=1
+    )
 
 
 class ConversationPage(BaseModel):
     """One page of a list, newest first."""
 
-    items: list[Conversation] = _f("The conversations on this page.")
-    next_cursor: str | None = _f(
+    items: list[Conversation] = documented("The conversations on this page.")
+    next_cursor: str | None = documented(
         "Pass as `cursor` to get the next page; null on the last page.", None
     )
 
@@ -310,7 +319,7 @@ class ChildConversationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subject: Subject = _f(
+    subject: Subject = documented(
         "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
         "Refund the duplicate charge",
     )
@@ -321,14 +330,16 @@ class MessageCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    body: MessageBody = _f("Plain-text body, up to 64 KiB.", "My order has not arrived.")
-    body_html: Html | None = _f("HTML body, up to 64 KiB.", None, default=None)
-    content_type: Label = _f("MIME type of the body.", "text/plain", default="text/plain")
-    sender_type: Label | None = _f("contact, agent, system or bot.", "contact", default=None)
-    sender_id: Label | None = _f("The sender's id.", "contact_42", default=None)
+    body: MessageBody = documented("Plain-text body, up to 64 KiB.", "My order has not arrived.")
+    body_html: Html | None = documented("HTML body, up to 64 KiB.", None, default=None)
+    content_type: Label = documented("MIME type of the body.", "text/plain", default="text/plain")
+    sender_type: Label | None = documented(
+        "contact, agent, system or bot.", "contact", default=None
+    )
+    sender_id: Label | None = documented("The sender's id.", "contact_42", default=None)
     # Strict: JSON `0`/`"true"` are not booleans (the schema says boolean; lax coercion hid typos).
-    is_internal: StrictBool = _f("An internal note.", False, default=False)
-    metadata: JsonObject = _f(
+    is_internal: StrictBool = documented("An internal note.", False, default=False)
+    metadata: JsonObject = documented(
         "Free-form metadata: up to 16 KiB as JSON, 32 levels, no NUL, numbers within int64.",
         {},
         default={},
@@ -340,50 +351,60 @@ class ConversationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subject: Subject = _f("Subject; trimmed; 1–500 characters.", "Order #1001 never arrived")
-    status: Status = _f("Initial status.", "open", default="open")
-    priority: Priority | None = _f("Priority.", "high", default=None)
-    urgency: Label | None = _f("Urgency label.", "high", default=None)
-    impact: Label | None = _f("Impact label.", "single_user", default=None)
-    category: Label | None = _f("Category.", "shipping", default=None)
-    sub_category: Label | None = _f("Sub-category.", "lost_parcel", default=None)
-    channel: Label | None = _f("Channel.", "email", default=None)
-    source: Label | None = _f("Origin system.", "email", default=None)
-    source_thread_id: Label | None = _f("Thread id in the origin system.", None, default=None)
-    conversation_type: Label | None = _f("Type.", "incident", default=None)
-    company_id: Label | None = _f("Customer company's id.", "comp_1", default=None)
-    company_name: Label | None = _f("Customer company's name.", "Acme Corp", default=None)
-    contact_id: Label | None = _f("Customer contact's id.", "contact_42", default=None)
-    contact_name: Label | None = _f("Customer contact's name.", "Jo Customer", default=None)
-    contact_email: Label | None = _f("Customer contact's email.", "jo@acme.example", default=None)
-    contact_phone: Label | None = _f("Customer contact's phone.", "+1 555 0100", default=None)
-    contact_role: Label | None = _f("Customer contact's role.", "buyer", default=None)
-    department_id: Label | None = _f("Department id.", "dept_support", default=None)
-    assignee_team_id: Label | None = _f("Assigned team's id.", "team_billing", default=None)
-    assignee_team_name: Label | None = _f("Assigned team's name.", "Billing", default=None)
-    assignee_user_id: Label | None = _f("Assigned agent's id.", "user_7", default=None)
-    assignee_user_name: Label | None = _f("Assigned agent's name.", "Dana Agent", default=None)
-    tags: list[Tag] = _f(
+    subject: Subject = documented(
+        "Subject; trimmed; 1–500 characters.", "Order #1001 never arrived"
+    )
+    status: Status = documented("Initial status.", "open", default="open")
+    priority: Priority | None = documented("Priority.", "high", default=None)
+    urgency: Label | None = documented("Urgency label.", "high", default=None)
+    impact: Label | None = documented("Impact label.", "single_user", default=None)
+    category: Label | None = documented("Category.", "shipping", default=None)
+    sub_category: Label | None = documented("Sub-category.", "lost_parcel", default=None)
+    channel: Label | None = documented("Channel.", "email", default=None)
+    source: Label | None = documented("Origin system.", "email", default=None)
+    source_thread_id: Label | None = documented(
+        "Thread id in the origin system.", None, default=None
+    )
+    conversation_type: Label | None = documented("Type.", "incident", default=None)
+    company_id: Label | None = documented("Customer company's id.", "comp_1", default=None)
+    company_name: Label | None = documented("Customer company's name.", "Acme Corp", default=None)
+    contact_id: Label | None = documented("Customer contact's id.", "contact_42", default=None)
+    contact_name: Label | None = documented("Customer contact's name.", "Jo Customer", default=None)
+    contact_email: Label | None = documented(
+        "Customer contact's email.", "jo@acme.example", default=None
+    )
+    contact_phone: Label | None = documented(
+        "Customer contact's phone.", "+1 555 0100", default=None
+    )
+    contact_role: Label | None = documented("Customer contact's role.", "buyer", default=None)
+    department_id: Label | None = documented("Department id.", "dept_support", default=None)
+    assignee_team_id: Label | None = documented("Assigned team's id.", "team_billing", default=None)
+    assignee_team_name: Label | None = documented("Assigned team's name.", "Billing", default=None)
+    assignee_user_id: Label | None = documented("Assigned agent's id.", "user_7", default=None)
+    assignee_user_name: Label | None = documented(
+        "Assigned agent's name.", "Dana Agent", default=None
+    )
+    tags: list[Tag] = documented(
         "Tags: at most 50, each 1–64 characters.", ["vip"], default=[], max_length=50
     )
-    custom_attrs: JsonObject = _f(
+    custom_attrs: JsonObject = documented(
         "Attributes: up to 16 KiB as JSON, 32 levels, no NUL, numbers within int64.",
         {"order": "A-1001"},
         default={},
     )
-    ai_language: Label | None = _f("Language code.", "en", default=None)
-    sla_first_response_due: Timestamp | None = _f(
+    ai_language: Label | None = documented("Language code.", "en", default=None)
+    sla_first_response_due: Timestamp | None = documented(
         "SLA: first response due (with time zone).", TIME_EXAMPLE, default=None
     )
-    sla_resolution_due: Timestamp | None = _f(
+    sla_resolution_due: Timestamp | None = documented(
         "SLA: resolution due (with time zone).", TIME_EXAMPLE, default=None
     )
-    sla_state: Label | None = _f("SLA state label.", "active", default=None)
-    planned_start: Timestamp | None = _f("Planned start.", None, default=None)
-    planned_end: Timestamp | None = _f("Planned end.", None, default=None)
-    planned_effort_minutes: EffortMinutes | None = _f(
+    sla_state: Label | None = documented("SLA state label.", "active", default=None)
+    planned_start: Timestamp | None = documented("Planned start.", None, default=None)
+    planned_end: Timestamp | None = documented("Planned end.", None, default=None)
+    planned_effort_minutes: EffortMinutes | None = documented(
         "Planned effort in minutes, 0 to 10,000,000.", 90, default=None
     )
-    messages: list[MessageCreate] = _f(
+    messages: list[MessageCreate] = documented(
         "Initial messages, oldest first; at most 100.", [], default=[], max_length=100
     )
