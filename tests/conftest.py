@@ -8,30 +8,22 @@ transaction + savepoint pattern: it tests the commit path itself and lets tests 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aurion.app import create_app
+from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.db.engine import create_engine
 from aurion.db.migrate import upgrade
 from aurion.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-READ = "conversations:read"
-WRITE = "conversations:write"
-READ_WRITE = f"{READ} {WRITE}"
-TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+from tests.support import ROOT, Factory, TokenFactory, make_settings, started_app
 
 
 def _test_database_url() -> tuple[str, Callable[[], None]]:
@@ -55,26 +47,9 @@ def database_url() -> Any:
     drop()
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "env": "test",
-        "jwt_secret": TEST_SECRET,
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
-
-
-async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +77,6 @@ def workspace() -> str:
     return f"ws_{uuid.uuid4().hex[:12]}"
 
 
-TokenFactory = Callable[..., str]
-
-
 @pytest.fixture
 def token_for(settings: Settings) -> TokenFactory:
     def make(workspace: str, scopes: str = READ_WRITE, subject: str = "agent-1") -> str:
@@ -119,9 +91,6 @@ def auth(token_for: TokenFactory, workspace: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(workspace)}"}
 
 
-Factory = Callable[..., Awaitable[dict[str, Any]]]
-
-
 @pytest.fixture
 def create_parent(client: httpx.AsyncClient, auth: dict[str, str]) -> Factory:
     """Create a conversation through the API; returns its body."""
@@ -134,19 +103,3 @@ def create_parent(client: httpx.AsyncClient, auth: dict[str, str]) -> Factory:
         return data
 
     return make
-
-
-def is_uuid(value: object) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
-
-
-def database_name(url: str) -> str:
-    return str(make_url(url).database)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.get_event_loop().run_until_complete(coro)

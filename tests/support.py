@@ -1,17 +1,56 @@
-"""Small helpers shared by the tests: URLs, row counts, states the API cannot produce, locks."""
+"""Plain helpers shared by the tests (fixtures live in conftest.py): settings and apps, URLs,
+row counts, states the API cannot produce, locks, the counters check."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
+from aurion.app import create_app
+from aurion.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+
+# A factory fixture's type: create_parent(**fields) -> the created conversation's body.
+Factory = Callable[..., Awaitable[dict[str, Any]]]
+# token_for(workspace, scopes=READ_WRITE, subject="agent-1") -> a signed token.
+TokenFactory = Callable[..., str]
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Test settings (the test secret, quiet logs) with ``overrides``."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "env": "test",
+        "jwt_secret": TEST_SECRET,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app with its lifespan running (engine open), for ``async for app in ...``."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def child_url(conversation_id: object) -> str:

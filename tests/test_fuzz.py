@@ -24,10 +24,11 @@ from schemathesis.generation.case import Case
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aurion.app import create_app
+from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.conversations.schemas import INT64_MAX, INT64_MIN
 from aurion.settings import Settings
-from tests.conftest import READ_WRITE, TEST_SECRET, make_settings
+from tests.support import TEST_SECRET, make_settings
 
 SEED = int(os.environ.get("AURION_FUZZ_SEED", "20261125"))
 MAX_EXAMPLES = int(os.environ.get("AURION_FUZZ_EXAMPLES", "60"))

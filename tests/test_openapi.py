@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from aurion.app import openapi_document
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 OPENAPI_JSON = ROOT / "openapi.json"
 OPERATIONS = {

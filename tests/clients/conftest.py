@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import TEST_SECRET
 from tests.e2e.live import LiveServer, live_server
+from tests.support import TEST_SECRET
 
 
 @pytest.fixture(scope="module")

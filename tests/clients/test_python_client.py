@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
-from tests.conftest import READ_WRITE, ROOT
 from tests.e2e.live import LiveServer
+from tests.support import ROOT
 
 CONFIG = "project_name_override: aurion-client\npackage_name_override: aurion_client\n"
 

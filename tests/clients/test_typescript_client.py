@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
-from tests.conftest import READ_WRITE, ROOT
 from tests.e2e.live import LiveServer, npm_ci, require_node
+from tests.support import ROOT
 
 TS = Path(__file__).resolve().parent / "ts"
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import READ, Factory, TokenFactory
+from aurion.auth.principal import READ
 from tests.conversations.test_create_child import FULL_PARENT, SEED
-from tests.support import child_url, count_rows
+from tests.support import Factory, TokenFactory, child_url, count_rows
 
 
 class TestCreateConversation:

@@ -14,9 +14,18 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aurion.auth.principal import READ
 from aurion.settings import Settings
-from tests.conftest import READ, Factory, TokenFactory, is_uuid
-from tests.support import assert_counters_exact, child_url, client_with, count_rows, set_state
+from tests.support import (
+    Factory,
+    TokenFactory,
+    assert_counters_exact,
+    child_url,
+    client_with,
+    count_rows,
+    is_uuid,
+    set_state,
+)
 
 SEED = json.loads((Path(__file__).parents[1] / "fixtures" / "seed_examples.json").read_text())
 

@@ -15,8 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from tests.conftest import make_settings, started_app
-from tests.support import child_url
+from tests.support import child_url, make_settings, started_app
 
 Sent = list[str]
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "run `make test-deps` (bash scripts/install-system-deps.sh chromium nodejs npm)"
 

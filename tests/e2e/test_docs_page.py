@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
-from tests.conftest import READ_WRITE
 from tests.e2e.live import LiveServer, npm_ci, require_chromium, require_node
 
 HERE = Path(__file__).resolve().parent

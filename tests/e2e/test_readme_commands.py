@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, TEST_SECRET
 from tests.e2e.live import LiveServer
+from tests.support import ROOT, TEST_SECRET
 
 
 def try_it_blocks() -> list[str]:

@@ -11,8 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.idempotency.service import purge_expired
-from tests.conftest import Factory, TokenFactory
 from tests.support import (
+    Factory,
+    TokenFactory,
     assert_counters_exact,
     assert_unavailable,
     child_url,

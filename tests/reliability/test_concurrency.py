@@ -8,8 +8,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
-from tests.support import assert_counters_exact
+from tests.support import assert_counters_exact, make_settings, started_app
 
 
 async def test_200_simultaneous_children_of_one_parent(

@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,13 +22,18 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from aurion.auth.principal import READ_WRITE
 from aurion.db.embedded import EmbeddedPostgres
 from aurion.db.engine import async_url
 from aurion.db.migrate import upgrade
-from tests.conftest import READ_WRITE, TEST_SECRET, make_settings, started_app
-from tests.support import assert_unavailable, parent_locked
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import (
+    ROOT,
+    TEST_SECRET,
+    assert_unavailable,
+    make_settings,
+    parent_locked,
+    started_app,
+)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from aurion.db.embedded import SYSTEM_USER
 from aurion.settings import Settings
-from tests.conftest import ROOT, TEST_SECRET, make_settings, started_app
+from tests.support import ROOT, TEST_SECRET, make_settings, started_app
 
 # Server connections PgBouncer may open to PostgreSQL: far fewer than the app's client
 # connections, so transactions of different clients share server connections all the time.

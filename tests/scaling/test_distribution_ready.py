@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from aurion.db.engine import async_url
-from tests.conftest import TokenFactory, make_settings, started_app
+from tests.support import TokenFactory, make_settings, started_app
 
 PINNED = re.compile(r"\bworkspace_id\s*=|=\s*(?:\w+\.)?workspace_id\b")
 

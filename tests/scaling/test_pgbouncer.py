@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from tests.conftest import TokenFactory, make_settings, started_app
 from tests.scaling.conftest import PGBOUNCER_POOL_SIZE, PgBouncer
+from tests.support import TokenFactory, make_settings, started_app
 
 PARENT = {
     "subject": "Printer on fire",

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import TokenFactory
 from tests.scaling.conftest import Server
+from tests.support import TokenFactory
 
 
 def _client(server: Server) -> httpx.AsyncClient:

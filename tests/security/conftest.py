@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 
 from aurion.settings import Settings
-from tests.conftest import make_settings, started_app
 from tests.security.keys import AUDIENCE, ISSUER, RSA_PUBLIC
+from tests.support import make_settings, started_app
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 
+from aurion.auth.principal import READ_WRITE
+
 ISSUER = "https://id.aurion.test/"
 AUDIENCE = "aurion-api"
 
@@ -43,9 +45,7 @@ def public_jwk(public_pem: str, alg: str, kid: str) -> dict[str, Any]:
     return data
 
 
-def claims(
-    workspace: str, scope: str = "conversations:read conversations:write", **extra: Any
-) -> dict[str, Any]:
+def claims(workspace: str, scope: str = READ_WRITE, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {
         "sub": "agent-1",

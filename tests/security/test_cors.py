@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import TokenFactory, make_settings, started_app
+from tests.support import TokenFactory, make_settings, started_app
 
 FRONTEND = "https://app.aurion.example"
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Factory
+from tests.support import Factory
 
 CONVERSATIONS = "/api/v2/conversations"
 

@@ -20,7 +20,6 @@ import pytest
 from aurion.auth.tokens import JWKS_REFETCH_INTERVAL_SECONDS, TokenVerifier
 from aurion.errors import InvalidToken
 from aurion.settings import Settings
-from tests.conftest import TEST_SECRET, make_settings, started_app
 from tests.security.keys import (
     EC_PRIVATE,
     EC_PUBLIC,
@@ -34,6 +33,7 @@ from tests.security.keys import (
     sign,
     unsigned,
 )
+from tests.support import TEST_SECRET, make_settings, started_app
 
 
 def settings(**overrides: Any) -> Settings:

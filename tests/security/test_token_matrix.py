@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET
+from aurion.auth.principal import READ, WRITE
 from tests.security.keys import (
     RSA2_PRIVATE,
     RSA_PUBLIC,
@@ -25,9 +25,7 @@ from tests.security.keys import (
     sign,
     unsigned,
 )
-
-READ = "conversations:read"
-WRITE = "conversations:write"
+from tests.support import TEST_SECRET
 
 
 @dataclass(frozen=True)
