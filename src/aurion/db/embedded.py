@@ -163,10 +163,6 @@ class EmbeddedPostgres:
                 [str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"]
             )
 
-    def restart(self) -> None:
-        self.stop()
-        self._start_server()
-
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = self._run(
             [
