@@ -117,7 +117,7 @@ def newest_messages_sql(alias: str) -> str:
               LIMIT {MAX_EMBEDDED_MESSAGES}) m) END"""
 
 
-def _rendered_cte(source: str, messages: str) -> str:
+def rendered_cte(source: str, messages: str) -> str:
     """The CTE ``rendered``: ``doc`` (jsonb, for events) and ``body`` (the response's bytes),
     with the object's ``id`` and ``version``, for each row of ``source``."""
     return f"""rendered AS (
@@ -127,7 +127,7 @@ def _rendered_cte(source: str, messages: str) -> str:
 )"""
 
 
-def _body_sql(alias: str, messages: str) -> str:
+def body_sql(alias: str, messages: str) -> str:
     return f"convert_to(({conversation_json_sql(alias, messages)})::text, 'UTF8')"
 
 
@@ -197,7 +197,7 @@ p AS (
                             'child_id', :child_id::uuid))
     ) AS a(id, conversation_id, kind, payload)
     WHERE a.kind <> 'reopened' OR ok.status IN {RESOLVED}
-), {_rendered_cte("child", "'[]'::jsonb")},{
+), {rendered_cte("child", "'[]'::jsonb")},{
         event_cte(
             "child_created",
             "child.created",
@@ -280,7 +280,7 @@ conversation AS (
            jsonb_build_object('messages', conversation.n_messages), :now
     FROM conversation
 ), {
-        _rendered_cte(
+        rendered_cte(
             "conversation",
             f"(SELECT coalesce(jsonb_agg({message_json_sql('m')} ORDER BY m.id), '[]'::jsonb)"
             " FROM message m)",
@@ -314,7 +314,7 @@ async def create_conversation(db: Db, values: dict[str, Any], *, idempotent: boo
 # ------------------------------------------------------------------ reads
 
 GET_CONVERSATION = Statement(f"""
-SELECT {_body_sql("c", newest_messages_sql("c"))} AS body, c.version
+SELECT {body_sql("c", newest_messages_sql("c"))} AS body, c.version
 FROM conversations c
 WHERE c.workspace_id = :workspace_id AND c.id = :conversation_id AND c.deleted_at IS NULL
 """)
