@@ -3,14 +3,18 @@ row counts, states the API cannot produce, locks, the counters check."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
+import orjson
 from fastapi import FastAPI
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -137,3 +141,33 @@ async def assert_counters_exact(engine: AsyncEngine, workspace: str) -> int:
     ]
     assert wrong == [], wrong
     return len(rows)
+
+
+# How the API writes a time: ISO 8601 UTC to the second.
+API_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def assert_shaped_as(model: type[BaseModel], raw: bytes) -> dict[str, Any]:
+    """``raw`` is a ``model`` exactly: it validates strictly, has the model's keys and no
+    others (nested models too), and writes its times as the API does. Returns it parsed."""
+    model.model_validate_json(raw, strict=True)
+    data: dict[str, Any] = orjson.loads(raw)
+    _assert_keys(model, data, model.__name__)
+    return data
+
+
+def _assert_keys(model: type[BaseModel], data: dict[str, Any], where: str) -> None:
+    assert set(data) == set(model.model_fields), (
+        f"{where}: extra {set(data) - set(model.model_fields)}, "
+        f"missing {set(model.model_fields) - set(data)}"
+    )
+    for name, field in model.model_fields.items():
+        value, kinds = data[name], (field.annotation, *get_args(field.annotation))
+        if value is None:
+            continue
+        if datetime in kinds:
+            assert API_TIME.match(value), f"{where}.{name} = {value!r}"
+        for inner in kinds:
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                for i, item in enumerate(value if isinstance(value, list) else [value]):
+                    _assert_keys(inner, item, f"{where}.{name}[{i}]")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -92,7 +93,7 @@ def test_generated_client_creates_a_child(client_package: dict[str, ModuleType],
 
     created = client_package["create_child_conversation"].sync_detailed(
         client=api,
-        conversation_id=uuid.UUID(parent.parsed.id),
+        conversation_id=parent.parsed.id,
         body=models.ChildConversationCreate(subject="Refund the damaged item"),
         idempotency_key=f"sdk-{uuid.uuid4().hex}",
     )
@@ -100,6 +101,10 @@ def test_generated_client_creates_a_child(client_package: dict[str, ModuleType],
     child = created.parsed
     assert isinstance(child, models.Conversation)
     assert child.parent_id == parent.parsed.id
+    # openapi.json types ids and times (format uuid, date-time): the client parses them.
+    assert isinstance(child.id, uuid.UUID)
+    assert isinstance(child.created_at, datetime)
+    assert child.created_at.tzinfo is not None
     assert child.subject == "Refund the damaged item"
     assert child.tags == ["vip"]
     assert child.version == 1

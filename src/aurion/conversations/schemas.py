@@ -10,6 +10,7 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import orjson
 from pydantic import (
@@ -177,7 +178,7 @@ def documented(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> A
 class MessageRead(BaseModel):
     """A message of a conversation, as the seed API returns it."""
 
-    id: str = documented("The message's id (UUID).", UUID_EXAMPLE)
+    id: UUID = documented("The message's id (UUID).", UUID_EXAMPLE)
     attachments: list[dict[str, Any]] = documented("Attachment descriptors.", [])
     body: str = documented("Plain-text body.", "My order has not arrived.")
     body_html: str | None = documented("HTML body, when the channel has one.", "<p>My order…</p>")
@@ -185,7 +186,7 @@ class MessageRead(BaseModel):
     conversation_version: int = documented(
         "The conversation's version when the message was added.", 1
     )
-    created_at: str = documented("When the message was created (ISO 8601 UTC).", TIME_EXAMPLE)
+    created_at: datetime = documented("When the message was created (ISO 8601 UTC).", TIME_EXAMPLE)
     is_internal: bool = documented("An internal note, invisible to the customer.", False)
     metadata: dict[str, Any] = documented("Free-form metadata.", {})
     original_body: str | None = documented("The body before translation.", None)
@@ -213,12 +214,12 @@ class TabCounts(BaseModel):
 class Conversation(BaseModel):
     """A conversation (support ticket), exactly the fields of the seed API's object."""
 
-    ai_analysis_generated_at: str | None = documented("When AI analysis last ran.", None)
+    ai_analysis_generated_at: datetime | None = documented("When AI analysis last ran.", None)
     ai_analysis_message_count: int = documented("Messages covered by the last AI analysis.", 0)
     ai_analysis_stale: bool = documented("New messages arrived since the last AI analysis.", False)
     ai_category: str | None = documented("Category suggested by AI.", None)
     ai_classification_source: str | None = documented("What produced the AI classification.", None)
-    ai_classified_at: str | None = documented("When AI classified the conversation.", None)
+    ai_classified_at: datetime | None = documented("When AI classified the conversation.", None)
     ai_confidence: float | None = documented("Confidence of the AI classification, 0 to 1.", None)
     ai_conversation_type: str | None = documented("Conversation type suggested by AI.", None)
     ai_copilot_context: dict[str, Any] = documented("Context kept for the AI copilot.", {})
@@ -235,8 +236,8 @@ class Conversation(BaseModel):
     ai_topic_tags: list[str] = documented("Topic tags found by AI.", [])
     ai_triage_hint: str | None = documented("A triage hint from AI.", None)
     ai_triage_hint_type: str | None = documented("Kind of triage hint.", None)
-    archived_at: str | None = documented("When the conversation was archived.", None)
-    assigned_at: str | None = documented("When the current assignee was set.", TIME_EXAMPLE)
+    archived_at: datetime | None = documented("When the conversation was archived.", None)
+    assigned_at: datetime | None = documented("When the current assignee was set.", TIME_EXAMPLE)
     assignee_team_id: str | None = documented("Assigned team's id.", "team_billing")
     assignee_team_name: str | None = documented("Assigned team's name.", "Billing")
     assignee_user_id: str | None = documented("Assigned agent's id.", "user_7")
@@ -255,34 +256,36 @@ class Conversation(BaseModel):
     conversation_type: str | None = documented(
         "Type: question, incident, problem, task...", "incident"
     )
-    created_at: str = documented("When the conversation was created (ISO 8601 UTC).", TIME_EXAMPLE)
+    created_at: datetime = documented(
+        "When the conversation was created (ISO 8601 UTC).", TIME_EXAMPLE
+    )
     current_sentiment_label: str | None = documented("Latest sentiment label.", None)
     current_sentiment_score: float | None = documented("Latest sentiment score, -1 to 1.", None)
     custom_attrs: dict[str, Any] = documented("Workspace-defined attributes.", {"order": "A-1001"})
-    deleted_at: str | None = documented("When the conversation was soft-deleted.", None)
+    deleted_at: datetime | None = documented("When the conversation was soft-deleted.", None)
     department_id: str | None = documented("Owning department's id.", "dept_support")
-    id: str = documented("The conversation's id (UUID v7, time-ordered).", UUID_EXAMPLE)
+    id: UUID = documented("The conversation's id (UUID v7, time-ordered).", UUID_EXAMPLE)
     impact: str | None = documented("Impact label.", "single_user")
     initial_sentiment_label: str | None = documented("Sentiment at the first message.", None)
     is_spam: bool = documented("Marked as spam.", False)
-    merged_at: str | None = documented("When it was merged into another conversation.", None)
+    merged_at: datetime | None = documented("When it was merged into another conversation.", None)
     merged_by: str | None = documented("Who merged it.", None)
-    merged_into_id: str | None = documented("The conversation it was merged into.", None)
+    merged_into_id: UUID | None = documented("The conversation it was merged into.", None)
     messages: list[MessageRead] = documented(
         "Messages, oldest first; at most the newest 200 (tab_counts.messages has the total).", []
     )
-    parent_id: str | None = documented(
+    parent_id: UUID | None = documented(
         "The parent conversation's id, for a child; null otherwise.",
         "0193b0a2-6b1d-7c0e-8e2d-1a7b3c4d5e6f",
     )
     planned_effort_minutes: int | None = documented("Planned effort in minutes.", None)
-    planned_end: str | None = documented("Planned end.", None)
-    planned_start: str | None = documented("Planned start.", None)
+    planned_end: datetime | None = documented("Planned end.", None)
+    planned_start: datetime | None = documented("Planned start.", None)
     priority: Priority | None = documented("Priority: low, medium, high or urgent.", "high")
     sentiment_trend: str | None = documented("Sentiment trend: improving, stable, worsening.", None)
-    sla_first_response_due: str | None = documented("SLA: first response due.", TIME_EXAMPLE)
-    sla_last_escalation_at: str | None = documented("SLA: last escalation.", None)
-    sla_resolution_due: str | None = documented("SLA: resolution due.", TIME_EXAMPLE)
+    sla_first_response_due: datetime | None = documented("SLA: first response due.", TIME_EXAMPLE)
+    sla_last_escalation_at: datetime | None = documented("SLA: last escalation.", None)
+    sla_resolution_due: datetime | None = documented("SLA: resolution due.", TIME_EXAMPLE)
     sla_state: str | None = documented("SLA state label.", "active")
     source: str | None = documented("Origin: email, chat, api, child...", "child")
     source_thread_id: str | None = documented("Thread id in the source system.", None)
@@ -295,7 +298,7 @@ class Conversation(BaseModel):
     )
     tags: list[str] = documented("Tags.", ["vip"])
     total_time_spent_minutes: int = documented("Time logged on the conversation, in minutes.", 0)
-    updated_at: str = documented("Last change (ISO 8601 UTC).", TIME_EXAMPLE)
+    updated_at: datetime = documented("Last change (ISO 8601 UTC).", TIME_EXAMPLE)
     urgency: str | None = documented("Urgency label.", "high")
     version: int = documented(
         "Optimistic-concurrency version; the ETag is its quoted value.", 1, ge=1

@@ -9,9 +9,12 @@ inclusion: ``json_object_sql`` is given the schema's fields, never "all columns"
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, get_args
+from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, FromClause
+from sqlalchemy import DateTime, FromClause, Uuid
 
 # jsonb_build_object takes at most 100 arguments (50 pairs); larger objects are concatenated.
 _PAIRS_PER_CALL = 50
@@ -36,16 +39,27 @@ def schema_fields_sql(
     schema: type[BaseModel], table: FromClause, alias: str, computed: Mapping[str, str]
 ) -> dict[str, str]:
     """Each field of ``schema`` as SQL: ``computed[name]`` if given, else the column of that
-    name (times formatted as the API writes them). A field that is neither is a bug, caught
-    when the module that asks is imported."""
+    name (times formatted as the API writes them). A field that is neither, or whose type
+    disagrees with its column's (a time, a UUID), is a bug, caught when the module that asks
+    is imported."""
     pairs: dict[str, str] = {}
-    for name in schema.model_fields:
+    for name, field in schema.model_fields.items():
         if name in computed:
             pairs[name] = computed[name]
             continue
         column = table.c.get(name)
         if column is None:
             raise LookupError(f"{schema.__name__}.{name} is neither a column nor computed")
+        for sql_type, api_type in ((DateTime, datetime), (Uuid, UUID)):
+            if isinstance(column.type, sql_type) != _is(field.annotation, api_type):
+                raise TypeError(
+                    f"{schema.__name__}.{name} is {field.annotation}, its column {column.type}"
+                )
         expr = f"{alias}.{name}"
         pairs[name] = utc_timestamp_sql(expr) if isinstance(column.type, DateTime) else expr
     return pairs
+
+
+def _is(annotation: Any, api_type: type) -> bool:
+    """``annotation`` is ``api_type`` or ``api_type | None``."""
+    return annotation is api_type or api_type in get_args(annotation)
