@@ -3,6 +3,8 @@ from its fields (aurion.db.json_sql), and these tests hold the two together.
 
 * Every endpoint's body is exactly its read model: strict validation, the model's keys and no
   others, times as the API writes them (``assert_shaped_as``).
+* The column lists that cannot be derived agree with the table and the schemas, and a new
+  column must be classified (public field or private bookkeeping) before the suite passes.
 """
 
 from __future__ import annotations
@@ -13,13 +15,32 @@ import httpx
 from sqlalchemy import DateTime, Float, Integer, Text, Uuid
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aurion.conversations import repository
 from aurion.conversations.models import Conversation as ConversationRow
+from aurion.conversations.models import Message as MessageRow
 from aurion.conversations.schemas import (
     Conversation,
+    ConversationCreate,
     ConversationPage,
+    MessageCreate,
+    MessageRead,
 )
 from tests.conversations.test_create_child import FULL_PARENT
 from tests.support import Factory, assert_shaped_as, child_url, set_state
+
+CONVERSATION_COLUMNS = {c.name for c in ConversationRow.__table__.columns}
+MESSAGE_COLUMNS = {c.name for c in MessageRow.__table__.columns}
+# Fields of the public object that are not columns: rendered by conversation_json_sql.
+COMPUTED = {"messages", "tab_counts"}
+# Columns that are not public: the tenant key and the counters (tab_counts shows them).
+PRIVATE_CONVERSATION_COLUMNS = {
+    "workspace_id",
+    "n_children",
+    "n_open_children",
+    "n_messages",
+    "n_activities",
+}
+PRIVATE_MESSAGE_COLUMNS = {"workspace_id", "conversation_id"}
 
 
 class TestEveryEndpointRendersTheReadSchema:
@@ -88,3 +109,25 @@ def _fill_nullable_columns(other_id: str) -> str:
             value = "'low'"
         assignments.append(f"{column.name} = {value}")
     return ", ".join(assignments)
+
+
+class TestColumnListsAgree:
+    def test_the_read_schema_is_the_columns_but_private_ones_plus_computed_fields(self) -> None:
+        fields = set(Conversation.model_fields)
+        assert fields - CONVERSATION_COLUMNS == COMPUTED
+        assert CONVERSATION_COLUMNS - fields == PRIVATE_CONVERSATION_COLUMNS
+        assert set(MessageRead.model_fields) == MESSAGE_COLUMNS - PRIVATE_MESSAGE_COLUMNS
+
+    def test_inherited_columns_are_public_columns(self) -> None:
+        inherited = set(repository.INHERITED_COLUMNS)
+        assert len(inherited) == len(repository.INHERITED_COLUMNS)
+        assert inherited <= CONVERSATION_COLUMNS
+        assert inherited <= set(Conversation.model_fields)
+
+    def test_create_schemas_write_columns(self) -> None:
+        assert set(ConversationCreate.model_fields) - {"messages"} <= CONVERSATION_COLUMNS
+        assert set(repository.WRITABLE_COLUMNS) | {"subject", "messages"} == set(
+            ConversationCreate.model_fields
+        )
+        assert set(MessageCreate.model_fields) <= MESSAGE_COLUMNS
+        assert set(repository.MESSAGE_COLUMNS) == {"id", *MessageCreate.model_fields}

@@ -18,7 +18,12 @@ from sqlalchemy.dialects import postgresql
 
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.models import Message as MessageRow
-from aurion.conversations.schemas import Conversation, ConversationCreate, MessageRead
+from aurion.conversations.schemas import (
+    Conversation,
+    ConversationCreate,
+    MessageCreate,
+    MessageRead,
+)
 from aurion.db.driver import Db, Statement
 from aurion.db.json_sql import json_object_sql, schema_fields_sql
 from aurion.events.repository import event_cte
@@ -61,16 +66,8 @@ INHERITED_COLUMNS: tuple[str, ...] = (
 WRITABLE_COLUMNS: tuple[str, ...] = tuple(
     name for name in ConversationCreate.model_fields if name not in ("subject", "messages")
 )
-MESSAGE_COLUMNS = (
-    "id",
-    "body",
-    "body_html",
-    "content_type",
-    "sender_type",
-    "sender_id",
-    "is_internal",
-    "metadata",
-)
+# Columns of an initial message: its id and the message create schema's fields.
+MESSAGE_COLUMNS: tuple[str, ...] = ("id", *MessageCreate.model_fields)
 
 _conversations = ConversationRow.__table__
 _messages = MessageRow.__table__
