@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,17 +38,24 @@ def _aurion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """No DATABASE_URL: the commands start an embedded PostgreSQL under a data dir of their own."""
+def fresh_env() -> Iterator[dict[str, str]]:
+    """No DATABASE_URL: the commands start an embedded PostgreSQL under a data dir of their own.
+
+    Not under pytest's temporary folder: another pytest session of the same user makes that
+    folder private again (0700), and the server, running as another user, loses its files.
+    """
+    data_dir = tempfile.mkdtemp(prefix="aurion-cli-test-")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["AURION_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    env["AURION_DATA_DIR"] = data_dir
     env["AURION_LOG_LEVEL"] = "WARNING"
-    return env
+    yield env
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """`aurion serve --migrate --print-token` on a free port; its base URL and printed token."""
+def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """`aurion serve --migrate --print-token` on a free port; its base URL, and the token and
+    the try-it command it printed."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "aurion.cli", "serve", "--migrate", "--print-token",
@@ -60,14 +70,17 @@ def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str]]:
     output = ""
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    token = None
-    while time.monotonic() < deadline and token is None:
+    token = curl = None
+    while time.monotonic() < deadline and curl is None:
         line = server.stdout.readline()
         output += line
         match = re.match(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", line.strip())
         if match:
             token = match.group(1)
+        if line.startswith("curl "):
+            curl = line.strip()
     assert token, f"no token printed:\n{output}"
+    assert curl, f"no command printed:\n{output}"
     assert f"{base}/docs" in output
     for _ in range(100):
         try:
@@ -75,7 +88,7 @@ def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str]]:
                 break
         except httpx.TransportError:
             time.sleep(0.1)
-    yield base, token
+    yield base, token, curl
     server.terminate()
     server.wait(30)
     # serve started the embedded server, so it stops it too
@@ -83,8 +96,10 @@ def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str]]:
     assert not (pg_dir / "pgdata" / "postmaster.pid").exists()
 
 
-def test_make_run_flow_creates_a_child_with_the_printed_token(served: tuple[str, str]) -> None:
-    base, token = served
+def test_make_run_flow_creates_a_child_with_the_printed_token(
+    served: tuple[str, str, str],
+) -> None:
+    base, token, _ = served
     auth = {"Authorization": f"Bearer {token}"}
     parent = httpx.post(
         f"{base}/api/v2/conversations",
@@ -108,8 +123,23 @@ def test_make_run_flow_creates_a_child_with_the_printed_token(served: tuple[str,
     assert ready.status_code == 200
 
 
-def test_seed_and_token_commands(served: tuple[str, str], fresh_env: dict[str, str]) -> None:
-    base, _ = served
+def test_the_printed_command_works_as_pasted(served: tuple[str, str, str]) -> None:
+    base, token, curl = served
+    assert curl.startswith(f"curl -X POST {base}/api/v2/conversations/")
+    result = subprocess.run(
+        ["bash", "-c", curl + " --silent"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    child = json.loads(result.stdout)
+    assert child["subject"] == "Refund the damaged item"
+    auth = {"Authorization": f"Bearer {token}"}
+    parent = httpx.get(f"{base}/api/v2/conversations/{child['parent_id']}", headers=auth).json()
+    assert parent["company_name"] == child["company_name"] == "Acme Corp"  # the demo parent
+    assert parent["tab_counts"]["messages"] == 3
+
+
+def test_seed_and_token_commands(served: tuple[str, str, str], fresh_env: dict[str, str]) -> None:
+    base, _, _ = served
     seeded = _aurion("seed", "--workspace", "acme", env=fresh_env)
     assert seeded.returncode == 0, seeded.stderr
     parent_id = seeded.stdout.strip().splitlines()[-1]
@@ -128,7 +158,7 @@ def test_seed_and_token_commands(served: tuple[str, str], fresh_env: dict[str, s
     assert child.json()["company_name"] == parent.json()["company_name"]
 
 
-def test_db_upgrade_is_repeatable(fresh_env: dict[str, str], served: tuple[str, str]) -> None:
+def test_db_upgrade_is_repeatable(fresh_env: dict[str, str], served: tuple[str, str, str]) -> None:
     result = _aurion("db", "upgrade", env=fresh_env)
     assert result.returncode == 0, result.stderr
     assert "head" in result.stdout

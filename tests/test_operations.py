@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.cli import build_parser
 from aurion.docs import ASSET_NAMES
-from aurion.observability import JsonFormatter
+from aurion.observability import JsonFormatter, TextFormatter
 from aurion.settings import Settings
 from tests.e2e.live import free_port
 from tests.support import ROOT, Factory, make_settings, started_app
@@ -109,6 +109,32 @@ class TestAccessLog:
         assert secret_subject not in text_line
         assert "utm=" not in text_line
         assert parent["id"] not in text_line
+
+        # The same record as a person reads it in development (AURION_LOG_FORMAT=text).
+        readable = TextFormatter().format(records[0])
+        assert "INFO  aurion.access request method=POST route=" in readable
+        assert "status=201" in readable
+        assert f"workspace_id={workspace}" in readable
+        assert readable.count("\n") == 0
+        assert not readable.startswith("{")
+        assert token not in readable
+        assert secret_subject not in readable
+
+    @pytest.mark.parametrize(
+        ("env", "log_format", "as_json"),
+        [
+            ("production", None, True),
+            ("development", None, False),
+            ("test", None, False),
+            ("development", "json", True),
+            ("production", "text", False),
+        ],
+    )
+    def test_json_in_production_text_in_development(
+        self, env: str, log_format: str | None, as_json: bool
+    ) -> None:
+        settings = Settings.model_construct(env=env, log_format=log_format)
+        assert settings.logs_as_json is as_json
 
     async def test_refusals_name_the_workspace_of_a_valid_token(
         self,

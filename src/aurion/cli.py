@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from aurion.auth.principal import READ_WRITE
 from aurion.db.location import DatabaseLocation
-from aurion.settings import get_settings
+from aurion.settings import Settings, get_settings
 
 
 def _database_url(database: DatabaseLocation) -> str:
@@ -39,7 +40,6 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from aurion.auth.tokens import mint_token
     from aurion.db.migrate import upgrade
 
     settings = get_settings()
@@ -57,16 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.migrate:
             upgrade(url)
             print("Database migrated to the latest revision.")
-        base = f"http://{args.host}:{args.port}"
         if args.print_token and settings.jwt_secret:
-            token = mint_token(
-                settings, workspace=args.workspace, subject="dev-user", scopes=READ_WRITE
-            )
-            print(f"\nDocs:  {base}/docs")
-            print(f"Token (workspace {args.workspace!r}, 24 h, read+write):\n\n{token}\n")
-            print(
-                f'Try:   curl -H "Authorization: Bearer $TOKEN" {base}/api/v2/conversations/...\n'
-            )
+            _print_demo(settings, url, args.workspace, f"http://{args.host}:{args.port}")
         uvicorn.run(
             "aurion.app:create_app",
             factory=True,
@@ -83,6 +75,26 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         _stop_database(database)
     return 0
+
+
+def _print_demo(settings: Settings, url: str, workspace: str, base: str) -> None:
+    """The docs URL, a token, and a command that creates a child of a new demo parent, which
+    works as pasted (in another terminal, once the server is up)."""
+    from aurion.auth.tokens import mint_token
+    from aurion.demo import DEMO_CHILD_SUBJECT, seed_demo_parent
+
+    token = mint_token(settings, workspace=workspace, subject="dev-user", scopes=READ_WRITE)
+    parent = asyncio.run(seed_demo_parent(settings, url, workspace))
+    body = json.dumps({"subject": DEMO_CHILD_SUBJECT})
+    print(f"\nDocs:  {base}/docs")
+    print(f"Token (workspace {workspace!r}, 24 h, read+write):\n\n{token}\n")
+    print(f"Demo parent conversation: {parent}")
+    print("Create a child of it (in another terminal, once the server is up):\n")
+    print(
+        f"curl -X POST {base}/api/v2/conversations/{parent}/children "
+        f'-H "Authorization: Bearer {token}" -H "Content-Type: application/json" '
+        f"-d '{body}'\n"
+    )
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -128,74 +140,13 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from aurion.auth.principal import Principal
-    from aurion.conversations import service
-    from aurion.conversations.schemas import ConversationCreate
-    from aurion.db.driver import driver_of
-    from aurion.db.engine import create_engine
     from aurion.db.migrate import upgrade
+    from aurion.demo import seed_demo_parent
 
     settings = get_settings()
     url = _database_url(DatabaseLocation(settings))
     upgrade(url)
-    body = ConversationCreate.model_validate(
-        {
-            "subject": "Order #1001 arrived damaged",
-            "status": "open",
-            "priority": "high",
-            "urgency": "high",
-            "impact": "single_user",
-            "category": "shipping",
-            "sub_category": "damaged_item",
-            "channel": "email",
-            "source": "email",
-            "conversation_type": "incident",
-            "company_id": "comp_acme",
-            "company_name": "Acme Corp",
-            "contact_id": "contact_jo",
-            "contact_name": "Jo Customer",
-            "contact_email": "jo@acme.example",
-            "contact_phone": "+1 555 0100",
-            "contact_role": "buyer",
-            "department_id": "dept_support",
-            "assignee_team_id": "team_logistics",
-            "assignee_team_name": "Logistics",
-            "assignee_user_id": "user_dana",
-            "assignee_user_name": "Dana Agent",
-            "tags": ["vip", "shipping"],
-            "custom_attrs": {"order_id": "A-1001", "value_eur": 249.0},
-            "ai_language": "en",
-            "sla_first_response_due": "2030-01-01T09:00:00Z",
-            "sla_resolution_due": "2030-01-03T17:00:00Z",
-            "sla_state": "active",
-            "messages": [
-                {
-                    "body": "My order arrived with a cracked screen.",
-                    "sender_type": "contact",
-                    "sender_id": "contact_jo",
-                },
-                {
-                    "body": "Sorry to hear that! Could you send a photo?",
-                    "sender_type": "agent",
-                    "sender_id": "user_dana",
-                },
-                {"body": "Photo attached.", "sender_type": "contact", "sender_id": "contact_jo"},
-            ],
-        }
-    )
-    principal = Principal(subject="seed", workspace_id=args.workspace, scopes=frozenset())
-
-    async def run() -> str:
-        engine = create_engine(settings, url)
-        try:
-            async with engine.connect() as conn, driver_of(conn, pgbouncer=False) as db:
-                created = await service.create_conversation(db, principal, body, claim=None)
-                assert isinstance(created, service.Document)  # no key, so never a replay
-                return str(created.id)
-        finally:
-            await engine.dispose()
-
-    print(asyncio.run(run()))
+    print(asyncio.run(seed_demo_parent(settings, url, args.workspace)))
     return 0
 
 
@@ -216,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded PostgreSQL whose data lives under AURION_DATA_DIR (default .data/).\n"
         "Settings are AURION_* environment variables (README.md, Configuration).",
         epilog="examples:\n"
-        "  aurion serve --migrate --print-token       # local: migrate, print a token, serve\n"
+        "  aurion serve --migrate --print-token       # local: migrate, print a try-it command\n"
         "  aurion db upgrade                          # once per deploy, before serving\n"
         "  aurion serve --host 0.0.0.0 --port 8000    # production (AURION_ENV=production)\n"
         "  TOKEN=$(aurion token --workspace demo --sub me)\n"
@@ -231,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Serve the API over HTTP (uvicorn).",
         description="Serve the API over HTTP with uvicorn: /api/v2/conversations..., the docs "
         "(/docs, /redoc, /openapi.json) and operations endpoints (/healthz, /readyz, /metrics). "
-        "Logs are JSON lines on stdout. SIGTERM stops accepting connections and lets in-flight "
+        "Logs go to stdout: readable lines in development, JSON lines in production "
+        "(AURION_LOG_FORMAT). SIGTERM stops accepting connections and lets in-flight "
         "requests finish.",
     )
     serve.add_argument(
@@ -257,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--print-token",
         action="store_true",
-        help="Print a development bearer token and the docs URL before serving.",
+        help="Before serving, print the docs URL, a development bearer token, and a curl "
+        "command that creates a child of a new demo parent (as 'aurion seed' makes).",
     )
     serve.add_argument(
         "--workspace", default="demo", help="Workspace of the printed token (default demo)."

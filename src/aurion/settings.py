@@ -75,6 +75,13 @@ class Settings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = []
     log_level: str = "INFO"
+    # json: one object a line, for a log pipeline; text: a line a person reads. By default
+    # json in production, text in development and test.
+    log_format: Literal["json", "text"] | None = None
+
+    @property
+    def logs_as_json(self) -> bool:
+        return (self.log_format or ("json" if self.env == "production" else "text")) == "json"
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod

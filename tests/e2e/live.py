@@ -54,6 +54,7 @@ def live_server(database_url: str, jwt_secret: str, workdir: Path) -> Iterator[L
         "AURION_ENV": "test",
         "AURION_JWT_SECRET": jwt_secret,
         "AURION_LOG_LEVEL": "INFO",
+        "AURION_LOG_FORMAT": "json",  # the access-log tests read the JSON lines
         "AURION_DATA_DIR": str(workdir / "data"),  # never an embedded server of its own
     }
     log_path = workdir / "server.log"
