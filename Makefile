@@ -41,13 +41,13 @@ openapi: install
 	$(BIN)/python -m aurion.docs openapi.json
 
 lint: install
-	$(BIN)/ruff format --check src tests migrations bench
-	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench harness
+	$(BIN)/ruff check src tests migrations bench harness
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format src tests migrations bench
-	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format src tests migrations bench harness
+	$(BIN)/ruff check --fix src tests migrations bench harness
 
 # Debian packages some tests and the benchmark use (wrk, chromium, pgbouncer, nginx, node).
 system-deps:

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from harness.server import Server
 from sqlalchemy.engine import make_url
 
 from tests.conftest import TokenFactory
-from tests.scaling.conftest import Server
 
 
 def _client(server: Server) -> httpx.AsyncClient:
