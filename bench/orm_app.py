@@ -25,9 +25,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aurion.conversations.models import Activity, Conversation
-from aurion.conversations.repository import INHERITED_COLUMNS
 from aurion.db.engine import create_engine
 from aurion.settings import Settings
+from bench.yardstick import INHERITED_COLUMNS
 
 
 class ChildIn(BaseModel):
