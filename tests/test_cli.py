@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from harness.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from harness.processes import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -27,6 +26,7 @@ from aurion.cli import build_parser
 from aurion.docs import ASSET_NAMES
 from aurion.observability import JsonFormatter
 from aurion.settings import Settings
+from harness.processes import free_port
 from tests.conftest import ROOT, Factory, make_settings, started_app
 
 CHILDREN_ROUTE = "/api/v2/conversations/{conversation_id}/children"

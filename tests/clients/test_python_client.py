@@ -16,10 +16,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from harness.server import Server
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE, ROOT
 
 CONFIG = "project_name_override: aurion-client\npackage_name_override: aurion_client\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness.server import Server
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE, ROOT
 from tests.e2e.live import npm_ci, require_node
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.server import Server, serve_aurion
 
+from harness.server import Server, serve_aurion
 from tests.conftest import TEST_SECRET
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness.server import Server
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE
 from tests.e2e.live import npm_ci, require_chromium, require_node
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.server import Server
 
+from harness.server import Server
 from tests.conftest import ROOT, TEST_SECRET
 
 

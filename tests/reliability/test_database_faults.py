@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from harness.server import serve_aurion
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aurion.db.embedded import EmbeddedPostgres
 from aurion.db.engine import async_url
 from aurion.db.migrate import upgrade
+from harness.server import serve_aurion
 from tests.conftest import READ_WRITE, TEST_SECRET, make_settings, started_app
 from tests.support import assert_unavailable, parent_locked
 

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from harness.pgbouncer import PgBouncer, find_pgbouncer, start_pgbouncer
-from harness.server import Server, serve_aurion
 
 from aurion.settings import Settings
+from harness.pgbouncer import PgBouncer, find_pgbouncer, start_pgbouncer
+from harness.server import Server, serve_aurion
 from tests.conftest import ROOT, TEST_SECRET, make_settings, started_app
 
 # Server connections PgBouncer may open to PostgreSQL: far fewer than the app's client

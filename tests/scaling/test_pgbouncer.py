@@ -12,9 +12,9 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from harness.pgbouncer import PgBouncer
 from sqlalchemy import text
 
+from harness.pgbouncer import PgBouncer
 from tests.conftest import TokenFactory, make_settings, started_app
 from tests.scaling.conftest import PGBOUNCER_POOL_SIZE
 

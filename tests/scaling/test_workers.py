@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from harness.server import Server
 from sqlalchemy.engine import make_url
 
+from harness.server import Server
 from tests.conftest import TokenFactory
 
 
