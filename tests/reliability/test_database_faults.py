@@ -23,8 +23,8 @@ from aurion.db.embedded import EmbeddedPostgres
 from aurion.db.engine import async_url
 from aurion.db.migrate import upgrade
 from harness.server import serve_aurion
-from tests.conftest import READ_WRITE, TEST_SECRET, make_settings, started_app
-from tests.support import assert_unavailable, parent_locked
+from tests.conftest import READ_WRITE, TEST_SECRET, asgi_client, make_settings, started_app
+from tests.support import activity_kinds, assert_unavailable, parent_locked
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,7 @@ async def fault_app(fault_url: str) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def fault_client(fault_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fault_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as c:
+    async with asgi_client(fault_app, "http://t", timeout=30) as c:
         yield c
 
 
@@ -106,13 +105,7 @@ async def check_invariants(engine: AsyncEngine, workspace: str, parent_id: str) 
                 {"w": workspace, "p": uuid.UUID(parent_id)},
             )
         ).scalar_one()
-        kinds = (
-            await conn.execute(
-                text("SELECT kind, count(*) FROM activities WHERE workspace_id = :w GROUP BY kind"),
-                {"w": workspace},
-            )
-        ).all()
-    by_kind = dict(kinds)
+    by_kind = await activity_kinds(engine, workspace)
     assert version == 1 + len(children)
     assert by_kind.get("child_created", 0) == len(children)
     assert by_kind.get("created_from_parent", 0) == len(children)

@@ -9,12 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from aurion.settings import Settings
 from harness.pgbouncer import PgBouncer, find_pgbouncer, start_pgbouncer
 from harness.server import Server, serve_aurion
-from tests.conftest import ROOT, TEST_SECRET, make_settings, started_app
+from tests.conftest import ROOT, TEST_SECRET, app_client, make_settings
 
 # Server connections PgBouncer may open to PostgreSQL: far fewer than the app's client
 # connections, so transactions of different clients share server connections all the time.
@@ -65,15 +64,8 @@ def pgbouncer_settings(pgbouncer: PgBouncer) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def pgbouncer_app(pgbouncer_settings: Settings) -> AsyncIterator[FastAPI]:
-    async for started in started_app(pgbouncer_settings):
-        yield started
-
-
-@pytest.fixture(scope="session")
-async def pgbouncer_client(pgbouncer_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=pgbouncer_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+async def pgbouncer_client(pgbouncer_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(pgbouncer_settings) as c:
         yield c
 
 
