@@ -143,8 +143,20 @@ def measure(
         proxy = Proxy.start([s.port for s in servers])
         run = f"scale-{via}-{processes}p-{secrets.token_hex(3)}"
         parents = db.new_parents(run, args.parents)
-        common = {"mode": "children", "ids": parents, "token": token}
-        run_wrk(proxy.base, **common, concurrency=args.connections, duration=2, tag=f"{run}-w")
+        base = proxy.base
+
+        def load(duration: int, tag: str) -> dict[str, Any]:
+            return run_wrk(
+                base,
+                mode="children",
+                ids=parents,
+                token=token,
+                concurrency=args.connections,
+                duration=duration,
+                tag=tag,
+            )
+
+        load(2, f"{run}-w")
         roots = {
             "service": [s.process.pid for s in servers],
             "postgres": [db.postmaster_pid()],
@@ -158,13 +170,7 @@ def measure(
         before, clock = cpu(), time.monotonic()
         # wrk exits before its CPU could be read from /proc: its rusage, as our child, instead.
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        data: dict[str, Any] = run_wrk(
-            proxy.base,
-            **common,
-            concurrency=args.connections,
-            duration=args.duration,
-            tag=run,
-        )
+        data = load(args.duration, run)
         after, elapsed = cpu(), time.monotonic() - clock
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cores = _cores(before, after, elapsed)
