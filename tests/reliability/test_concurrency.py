@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import activity_kinds, client_with
+from tests.support import activity_kinds, assert_counters_exact, client_with
 
 
 async def test_200_simultaneous_children_of_one_parent(
@@ -48,3 +48,4 @@ async def test_200_simultaneous_children_of_one_parent(
         ).scalar_one()
     assert kinds == {"created": 1, "child_created": 200, "created_from_parent": 200}
     assert keys == 200
+    assert await assert_counters_exact(engine, workspace) == 201
