@@ -75,21 +75,41 @@ FROM bench_parents p, generate_series(1, $3) g
 WHERE p.run = $2
 """
 
+# The service keeps counters on the conversation row; seeding keeps them exact too.
+MESSAGE_COUNTERS_SQL = """
+UPDATE conversations c SET n_messages = c.n_messages + $3
+FROM bench_parents p
+WHERE p.run = $2 AND c.workspace_id = $1 AND c.id = p.id
+"""
+
 # 1,000,000 conversations in one statement: 10 % top-level, each with 9 children, so the
 # parent_id index is as full as the primary key; plus one activity per conversation.
 LARGE_CONVERSATIONS_SQL = """
 INSERT INTO conversations (
     workspace_id, id, parent_id, subject, status, priority, channel, source, company_id,
     company_name, contact_id, contact_name, contact_email, tags, custom_attrs, version,
-    created_at, updated_at)
+    created_at, updated_at, n_activities)
 SELECT $1, md5('large-' || g)::uuid,
        CASE WHEN g > $2 / 10 THEN md5('large-' || (g % ($2 / 10) + 1))::uuid END,
        'Conversation ' || g, (ARRAY['new', 'open', 'pending', 'resolved', 'closed'])[g % 5 + 1],
        (ARRAY['low', 'medium', 'high', 'urgent'])[g % 4 + 1], 'email', 'email',
        'comp_' || g % 1000, 'Company ' || g % 1000, 'contact_' || g % 50000,
        'Contact ' || g % 50000, 'c' || g || '@example.com', ARRAY['tag' || g % 20],
-       jsonb_build_object('n', g), 1 + g % 3, now() - make_interval(secs => g), now()
+       jsonb_build_object('n', g), 1 + g % 3, now() - make_interval(secs => g), now(), 1
 FROM generate_series(1, $2) g
+"""
+
+# Every parent's children counters, recounted (the yardstick does not keep them).
+CHILDREN_COUNTERS_SQL = """
+UPDATE conversations c SET n_children = k.n, n_open_children = k.open
+FROM (
+    SELECT parent_id, count(*) AS n,
+           count(*) FILTER (WHERE status NOT IN ('resolved', 'closed')) AS open
+    FROM conversations
+    WHERE workspace_id = $1 AND parent_id IS NOT NULL AND deleted_at IS NULL
+    GROUP BY parent_id
+) k
+WHERE c.workspace_id = $1 AND c.id = k.parent_id
 """
 
 LARGE_ACTIVITIES_SQL = """
@@ -135,11 +155,13 @@ class Database:
     def add_messages(self, run: str, per_parent: int) -> None:
         sql = MESSAGES_SQL.format(uuid=self.uuid_function)
         run_sql(self.url, sql, args=(WORKSPACE, run, per_parent))
+        run_sql(self.url, MESSAGE_COUNTERS_SQL, args=(WORKSPACE, run, per_parent))
 
     def load_large(self, conversations: int) -> None:
         run_sql(self.url, LARGE_CONVERSATIONS_SQL, args=(WORKSPACE, conversations))
         sql = LARGE_ACTIVITIES_SQL.format(uuid=self.uuid_function)
         run_sql(self.url, sql, args=(WORKSPACE, conversations))
+        run_sql(self.url, CHILDREN_COUNTERS_SQL, args=(WORKSPACE,))
 
     def settle(self) -> None:
         """Statistics up to date and dirty pages written: every scenario starts alike."""
