@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, started_app
-from tests.support import child_url
+from tests.support import child_url, set_state
 
 Sent = list[str]
 
@@ -90,3 +91,36 @@ async def test_each_request_is_one_statement(
         read, statements = await _statements(sent, client.get(path, headers=auth))
         assert read.status_code == 200
         assert len(statements) == 1
+
+
+async def test_the_write_records_its_events_and_a_refusal_none(
+    client: httpx.AsyncClient, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    parent = (
+        await client.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+    ).json()
+    await set_state(engine, workspace, parent["id"], "status = 'resolved'")
+    child = await client.post(child_url(parent["id"]), json={"subject": "c"}, headers=auth)
+    assert child.status_code == 201
+    await set_state(engine, workspace, parent["id"], "is_spam = true")
+    refused = await client.post(child_url(parent["id"]), json={"subject": "d"}, headers=auth)
+    assert refused.status_code == 409
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT type, data FROM events WHERE workspace_id = :w ORDER BY txid, id"),
+                {"w": workspace},
+            )
+        ).all()
+    assert [r.type for r in rows] == ["conversation.created", "child.created", "parent.reopened"]
+    assert rows[0].data["conversation"] == parent
+    assert rows[1].data == {
+        "conversation_id": child.json()["id"],
+        "parent_id": parent["id"],
+        "conversation": child.json(),
+    }
+    assert rows[2].data == {
+        "conversation_id": parent["id"],
+        "reason": "child_created",
+        "child_id": child.json()["id"],
+    }

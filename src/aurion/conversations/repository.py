@@ -21,6 +21,7 @@ from aurion.conversations.models import Message as MessageRow
 from aurion.conversations.schemas import Conversation, ConversationCreate, MessageRead
 from aurion.db.driver import Db, Statement
 from aurion.db.json_sql import json_object_sql, schema_fields_sql
+from aurion.events.repository import event_cte
 from aurion.idempotency.repository import CLAIM_CTE, UNCLAIMED_CTE, response_cte
 
 MAX_EMBEDDED_MESSAGES = 200
@@ -116,7 +117,17 @@ def newest_messages_sql(alias: str) -> str:
               LIMIT {MAX_EMBEDDED_MESSAGES}) m) END"""
 
 
-def _body_sql(alias: str, messages: str) -> str:
+def rendered_cte(source: str, messages: str) -> str:
+    """The CTE ``rendered``: ``doc`` (jsonb, for events) and ``body`` (the response's bytes),
+    with the object's ``id`` and ``version``, for each row of ``source``."""
+    return f"""rendered AS (
+    SELECT r.doc, convert_to(r.doc::text, 'UTF8') AS body, r.id, r.version
+    FROM (SELECT {conversation_json_sql(source, messages)} AS doc, {source}.id, {source}.version
+          FROM {source}) r
+)"""
+
+
+def body_sql(alias: str, messages: str) -> str:
     return f"convert_to(({conversation_json_sql(alias, messages)})::text, 'UTF8')"
 
 
@@ -186,9 +197,25 @@ p AS (
                             'child_id', :child_id::uuid))
     ) AS a(id, conversation_id, kind, payload)
     WHERE a.kind <> 'reopened' OR ok.status IN {RESOLVED}
-), rendered AS (
-    SELECT {_body_sql("child", "'[]'::jsonb")} AS body, child.id, child.version FROM child
-){response}
+), {rendered_cte("child", "'[]'::jsonb")},{
+        event_cte(
+            "child_created",
+            "child.created",
+            "rendered",
+            "(:event_ids::uuid[])[1]",
+            "jsonb_build_object('conversation_id', s.id, 'parent_id', :parent_id::uuid, "
+            "'conversation', s.doc)",
+        )
+    },{
+        event_cte(
+            "parent_reopened",
+            "parent.reopened",
+            f"(SELECT * FROM ok WHERE status IN {RESOLVED})",
+            "(:event_ids::uuid[])[2]",
+            "jsonb_build_object('conversation_id', s.id, 'reason', 'child_created', "
+            "'child_id', :child_id::uuid)",
+        )
+    }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, rendered.body, CASE
     WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
         WHEN 'precondition_failed' THEN checked.version::text
@@ -252,16 +279,21 @@ conversation AS (
     SELECT :workspace_id, :activity_id, conversation.id, 'created', :caller,
            jsonb_build_object('messages', conversation.n_messages), :now
     FROM conversation
-), rendered AS (
-    SELECT {
-        _body_sql(
+), {
+        rendered_cte(
             "conversation",
             f"(SELECT coalesce(jsonb_agg({message_json_sql('m')} ORDER BY m.id), '[]'::jsonb)"
             " FROM message m)",
         )
-    } AS body, conversation.id, conversation.version
-    FROM conversation
-){response}
+    },{
+        event_cte(
+            "conversation_created",
+            "conversation.created",
+            "rendered",
+            ":event_id::uuid",
+            "jsonb_build_object('conversation_id', s.id, 'conversation', s.doc)",
+        )
+    }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, rendered.body
 FROM (VALUES (1)) AS one(x) LEFT JOIN rendered ON true
 """)
@@ -282,7 +314,7 @@ async def create_conversation(db: Db, values: dict[str, Any], *, idempotent: boo
 # ------------------------------------------------------------------ reads
 
 GET_CONVERSATION = Statement(f"""
-SELECT {_body_sql("c", newest_messages_sql("c"))} AS body, c.version
+SELECT {body_sql("c", newest_messages_sql("c"))} AS body, c.version
 FROM conversations c
 WHERE c.workspace_id = :workspace_id AND c.id = :conversation_id AND c.deleted_at IS NULL
 """)

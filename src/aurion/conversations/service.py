@@ -108,6 +108,7 @@ async def create_child(
         "max_children": max_children,
         "if_match": if_match,
         "activity_ids": [new_id(), new_id(), new_id()],
+        "event_ids": [new_id(), new_id()],
     }
     if claim is not None:
         values.update(claim.values(now))
@@ -154,6 +155,7 @@ async def create_conversation(
         now=now,
         assigned_at=now if has_assignee else None,
         activity_id=new_id(),
+        event_id=new_id(),
     )
     if claim is not None:
         values.update(claim.values(now))
