@@ -23,7 +23,7 @@ from aurion.auth.tokens import mint_token
 from aurion.db.engine import create_engine
 from aurion.db.migrate import upgrade
 from aurion.settings import Settings
-from tests.support import ROOT, Factory, TokenFactory, make_settings, started_app
+from tests.support import ROOT, Factory, TokenFactory, asgi_client, make_settings, started_app
 
 
 def _test_database_url() -> tuple[str, Callable[[], None]]:
@@ -60,8 +60,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture(scope="session")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 

@@ -49,6 +49,26 @@ async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield app
 
 
+@asynccontextmanager
+async def asgi_client(
+    app: FastAPI, base_url: str = "http://testserver", **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling ``app`` in this process (no server, no socket)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, **options) as c:
+        yield c
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, base_url: str = "http://testserver", **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app of its own, started (lifespan and all) with ``settings``."""
+    async for app in started_app(settings):
+        async with asgi_client(app, base_url, **options) as c:
+            yield c
+
+
 def is_uuid(value: object) -> bool:
     try:
         uuid.UUID(str(value))
@@ -82,6 +102,16 @@ async def count_rows(engine: AsyncEngine, workspace: str) -> dict[str, int]:
     return counts
 
 
+async def activity_kinds(engine: AsyncEngine, workspace: str) -> dict[str, int]:
+    """How many activities of each kind a workspace has."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT kind, count(*) FROM activities WHERE workspace_id = :w GROUP BY kind"),
+            {"w": workspace},
+        )
+        return {kind: int(n) for kind, n in rows.all()}
+
+
 @asynccontextmanager
 async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> AsyncIterator[None]:
     """Hold a conversation's row lock (as a slow concurrent writer would) for the block."""
@@ -97,10 +127,8 @@ async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> 
 @asynccontextmanager
 async def client_with(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app started with some settings changed."""
-    async for app in started_app(make_settings(database_url, **overrides)):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-            yield c
+    async with app_client(make_settings(database_url, **overrides), "http://t", timeout=60) as c:
+        yield c
 
 
 def assert_unavailable(response: httpx.Response) -> None:

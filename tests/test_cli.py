@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.processes import free_port
 from tests.support import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _aurion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -56,7 +50,7 @@ def fresh_env() -> Iterator[dict[str, str]]:
 def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str, str]]:
     """`aurion serve --migrate --print-token` on a free port; its base URL, and the token and
     the try-it command it printed."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "aurion.cli", "serve", "--migrate", "--print-token",
          "--port", str(port)],

@@ -26,7 +26,7 @@ from aurion.cli import build_parser
 from aurion.docs import ASSET_NAMES
 from aurion.observability import JsonFormatter, TextFormatter
 from aurion.settings import Settings
-from tests.e2e.live import free_port
+from harness.processes import free_port
 from tests.support import ROOT, Factory, make_settings, started_app
 
 CHILDREN_ROUTE = "/api/v2/conversations/{conversation_id}/children"

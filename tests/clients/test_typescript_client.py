@@ -16,7 +16,8 @@ import pytest
 from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
-from tests.e2e.live import LiveServer, npm_ci, require_node
+from harness.server import Server
+from tests.e2e.live import npm_ci, require_node
 from tests.support import ROOT
 
 TS = Path(__file__).resolve().parent / "ts"
@@ -53,9 +54,7 @@ def test_generated_types_compile_with_a_typed_child_call(schema: Path) -> None:
     assert compiled.returncode == 0, TSC_FAILED + compiled.stdout + compiled.stderr
 
 
-def test_the_typed_call_creates_a_child(
-    schema: Path, server: LiveServer, settings: Settings
-) -> None:
+def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: Settings) -> None:
     emitted = run(
         "node_modules/typescript/bin/tsc", "-p", ".", "--noEmit", "false", "--outDir", "build"
     )

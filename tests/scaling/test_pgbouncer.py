@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from tests.scaling.conftest import PGBOUNCER_POOL_SIZE, PgBouncer
+from harness.pgbouncer import PgBouncer
+from tests.scaling.conftest import PGBOUNCER_POOL_SIZE
 from tests.support import TokenFactory, make_settings, started_app
 
 PARENT = {
