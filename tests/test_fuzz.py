@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aurion.app import create_app
 from aurion.auth.principal import READ_WRITE
 from aurion.auth.tokens import mint_token
-from aurion.conversations.schemas import INT64_MAX, INT64_MIN
+from aurion.conversations.fields import INT64_MAX, INT64_MIN
 from aurion.settings import Settings
 from tests.support import TEST_SECRET, make_settings
 
