@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -126,8 +127,8 @@ def _free_form_json(body: Any) -> list[Any]:
     return found
 
 
-@schema.parametrize()
-def test_api_conforms_to_its_schema(case: Case, fuzz_parents: list[str]) -> None:
+@schema.parametrize()  # type: ignore[untyped-decorator]  # schemathesis does not type it
+def test_api_conforms_to_its_schema(case: Case[Any], fuzz_parents: list[str]) -> None:
     conversation_id = (case.path_parameters or {}).get("conversation_id")
     if isinstance(conversation_id, str):
         try:
@@ -141,7 +142,7 @@ def test_api_conforms_to_its_schema(case: Case, fuzz_parents: list[str]) -> None
     # (tests/clients). tests/security/test_hostile_input.py covers it; skip such examples here.
     if any(_beyond_int64(value) for value in _free_form_json(case.body)):
         reject()
-    headers = case.headers or {}
+    headers: MutableMapping[str, Any] = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and 0 < len(key) <= 240 and key.isascii() and key.isprintable():
         # Generated keys repeat ("0", "00"...) with different bodies: a legitimate 422

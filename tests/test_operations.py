@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -69,8 +69,13 @@ class TestRequestId:
 # ---------------------------------------------------------------- access log
 
 
-def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "aurion.access"]
+def access_records(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.LogRecord]:
+    """The access-log records of one request (its fields are the record's extras)."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "aurion.access" and vars(r).get("request_id") == request_id
+    ]
 
 
 class TestAccessLog:
@@ -92,7 +97,7 @@ class TestAccessLog:
         )
         assert response.status_code == 201
 
-        records = [r for r in access_records(caplog) if r.request_id == "access-log-test"]
+        records = access_records(caplog, "access-log-test")
         assert len(records) == 1
         line = json.loads(JsonFormatter().format(records[0]))
         assert line["msg"] == "request"
@@ -131,7 +136,10 @@ class TestAccessLog:
         ],
     )
     def test_json_in_production_text_in_development(
-        self, env: str, log_format: str | None, as_json: bool
+        self,
+        env: Literal["development", "test", "production"],
+        log_format: Literal["json", "text"] | None,
+        as_json: bool,
     ) -> None:
         settings = Settings.model_construct(env=env, log_format=log_format)
         assert settings.logs_as_json is as_json
@@ -151,19 +159,19 @@ class TestAccessLog:
             headers={**read_only, "X-Request-ID": "refusal-log-test"},
         )
         assert response.status_code == 403
-        (record,) = [r for r in access_records(caplog) if r.request_id == "refusal-log-test"]
-        assert record.workspace_id == workspace
-        assert record.status == 403
+        (record,) = access_records(caplog, "refusal-log-test")
+        assert vars(record)["workspace_id"] == workspace
+        assert vars(record)["status"] == 403
 
     async def test_unknown_paths_are_logged_under_one_route_label(
         self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.INFO, logger="aurion.access")
         await client.get(f"/wp-admin/{uuid.uuid4()}.php", headers={"X-Request-ID": "scan-test"})
-        (record,) = [r for r in access_records(caplog) if r.request_id == "scan-test"]
-        assert record.route == "<unmatched>"
-        assert record.status == 404
-        assert record.workspace_id is None
+        (record,) = access_records(caplog, "scan-test")
+        assert vars(record)["route"] == "<unmatched>"
+        assert vars(record)["status"] == 404
+        assert vars(record)["workspace_id"] is None
 
 
 # ---------------------------------------------------------------- health and readiness

@@ -180,7 +180,11 @@ class TestRefusalsAreNotStored:
         response = await client.post(
             child_url(parent["id"]),
             json={"subject": "s"},
-            headers={**auth, "Idempotency-Key": key.encode("utf-8")},
+            # Raw bytes: httpx would refuse to encode a non-ASCII str header itself.
+            headers=[
+                *((name.encode(), value.encode()) for name, value in auth.items()),
+                (b"Idempotency-Key", key.encode("utf-8")),
+            ],
         )
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]

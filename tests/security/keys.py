@@ -45,7 +45,7 @@ def public_jwk(public_pem: str, alg: str, kid: str) -> dict[str, Any]:
     return data
 
 
-def claims(workspace: str, scope: str = READ_WRITE, **extra: Any) -> dict[str, Any]:
+def claims(workspace: str, scope: str | None = READ_WRITE, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {
         "sub": "agent-1",
