@@ -13,6 +13,7 @@ from aurion.conversations import service
 from aurion.conversations.schemas import ConversationCreate
 from aurion.db.driver import driver_of
 from aurion.db.engine import create_engine
+from aurion.db.json_sql import Document
 from aurion.settings import Settings
 
 DEMO_PARENT = ConversationCreate.model_validate(
@@ -71,7 +72,7 @@ async def seed_demo_parent(settings: Settings, database_url: str, workspace: str
     try:
         async with engine.connect() as conn, driver_of(conn, pgbouncer=False) as db:
             created = await service.create_conversation(db, principal, DEMO_PARENT, claim=None)
-            assert isinstance(created, service.Document)  # no key, so never a replay
+            assert isinstance(created, Document)  # no key, so never a replay
             assert created.id is not None
             return created.id
     finally:

@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from aurion.conversations.service import Document
+from aurion.db.json_sql import Document
 from aurion.idempotency.service import Claim, StoredResponse, fingerprint
 from aurion.settings import Settings
 

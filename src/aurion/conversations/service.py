@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -31,6 +30,7 @@ from aurion.conversations.errors import (
 )
 from aurion.conversations.schemas import ChildConversationCreate, ConversationCreate
 from aurion.db.driver import Db, Refused
+from aurion.db.json_sql import Document
 from aurion.errors import AppError
 from aurion.idempotency import service as idempotency
 from aurion.idempotency.service import Claim, StoredResponse
@@ -39,16 +39,6 @@ from aurion.idempotency.service import Claim, StoredResponse
 def new_id() -> UUID:
     """A time-ordered UUID (v7): ids sort by creation, which keyset pagination relies on."""
     return uuid7.uuid7()
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A conversation (or a page of them) as JSON rendered by PostgreSQL, with the object's
-    id and version when it is one conversation."""
-
-    body: bytes
-    id: UUID | None = None
-    version: int | None = None
 
 
 def _refusal(refused: Refused, max_children: int) -> AppError:

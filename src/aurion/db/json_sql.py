@@ -9,6 +9,7 @@ inclusion: ``json_object_sql`` is given the schema's fields, never "all columns"
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
 from uuid import UUID
@@ -63,3 +64,13 @@ def schema_fields_sql(
 def _is(annotation: Any, api_type: type) -> bool:
     """``annotation`` is ``api_type`` or ``api_type | None``."""
     return annotation is api_type or api_type in get_args(annotation)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """An object (or a page of them) as JSON rendered by PostgreSQL, sent as these bytes; with
+    the object's id and version when it is one object (for Location and ETag)."""
+
+    body: bytes
+    id: UUID | None = None
+    version: int | None = None
