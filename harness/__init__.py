@@ -1,0 +1,1 @@
+"""Launchers for real infrastructure the tests and the benchmark run against (not shipped)."""
