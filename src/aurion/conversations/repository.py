@@ -173,11 +173,11 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
 GET_CONVERSATION_SQL = """
 SELECT c.*,
     (SELECT count(*) FROM messages m
-      WHERE m.workspace_id = c.workspace_id AND m.conversation_id = c.id) AS n_messages,
+      WHERE m.workspace_id = $1 AND m.conversation_id = c.id) AS n_messages,
     (SELECT count(*) FROM activities a
-      WHERE a.workspace_id = c.workspace_id AND a.conversation_id = c.id) AS n_activities,
+      WHERE a.workspace_id = $1 AND a.conversation_id = c.id) AS n_activities,
     (SELECT count(*) FROM conversations k
-      WHERE k.workspace_id = c.workspace_id AND k.parent_id = c.id
+      WHERE k.workspace_id = $1 AND k.parent_id = c.id
         AND k.deleted_at IS NULL) AS n_children
 FROM conversations c
 WHERE c.workspace_id = $1 AND c.id = $2 AND c.deleted_at IS NULL
@@ -208,11 +208,11 @@ ORDER BY created_at, id
 LIST_CHILDREN_SQL = """
 SELECT c.*,
     (SELECT count(*) FROM messages m
-      WHERE m.workspace_id = c.workspace_id AND m.conversation_id = c.id) AS n_messages,
+      WHERE m.workspace_id = $1 AND m.conversation_id = c.id) AS n_messages,
     (SELECT count(*) FROM activities a
-      WHERE a.workspace_id = c.workspace_id AND a.conversation_id = c.id) AS n_activities,
+      WHERE a.workspace_id = $1 AND a.conversation_id = c.id) AS n_activities,
     (SELECT count(*) FROM conversations k
-      WHERE k.workspace_id = c.workspace_id AND k.parent_id = c.id
+      WHERE k.workspace_id = $1 AND k.parent_id = c.id
         AND k.deleted_at IS NULL) AS n_children
 FROM conversations c
 WHERE c.workspace_id = $1 AND c.parent_id = $2 AND c.deleted_at IS NULL
