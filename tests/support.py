@@ -67,3 +67,34 @@ def assert_unavailable(response: httpx.Response) -> None:
         "code": "database_unavailable",
     }
     assert int(response.headers["retry-after"]) >= 1
+
+
+# Each counter on the conversation row and the count(*) it must equal.
+_COUNTERS = """
+SELECT c.id,
+    c.n_children, (SELECT count(*) FROM conversations k WHERE k.workspace_id = c.workspace_id
+                   AND k.parent_id = c.id AND k.deleted_at IS NULL) AS children,
+    c.n_open_children, (SELECT count(*) FROM conversations k
+                        WHERE k.workspace_id = c.workspace_id AND k.parent_id = c.id
+                          AND k.deleted_at IS NULL
+                          AND k.status NOT IN ('resolved', 'closed')) AS open_children,
+    c.n_messages, (SELECT count(*) FROM messages m WHERE m.workspace_id = c.workspace_id
+                   AND m.conversation_id = c.id) AS messages,
+    c.n_activities, (SELECT count(*) FROM activities a WHERE a.workspace_id = c.workspace_id
+                     AND a.conversation_id = c.id) AS activities
+FROM conversations c WHERE c.workspace_id = :w
+"""
+
+
+async def assert_counters_exact(engine: AsyncEngine, workspace: str) -> int:
+    """Every conversation's counters equal what they count; the number of rows checked."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(_COUNTERS), {"w": workspace})).all()
+    wrong = [
+        r
+        for r in rows
+        if (r.n_children, r.n_open_children, r.n_messages, r.n_activities)
+        != (r.children, r.open_children, r.messages, r.activities)
+    ]
+    assert wrong == [], wrong
+    return len(rows)

@@ -176,6 +176,7 @@ def _seed(args: argparse.Namespace) -> int:
     from aurion.auth.principal import Principal
     from aurion.conversations import service
     from aurion.conversations.schemas import ConversationCreate
+    from aurion.db.driver import driver_of
     from aurion.db.engine import create_engine
     from aurion.db.migrate import upgrade
 
@@ -232,10 +233,10 @@ def _seed(args: argparse.Namespace) -> int:
     async def run() -> str:
         engine = create_engine(settings, url)
         try:
-            async with engine.connect() as conn:
-                view = await service.create_conversation(conn, principal, body)
-                await conn.commit()
-                return str(view.id)
+            async with engine.connect() as conn, driver_of(conn, pgbouncer=False) as db:
+                created = await service.create_conversation(db, principal, body, claim=None)
+                assert isinstance(created, service.Document)  # no key, so never a replay
+                return str(created.id)
         finally:
             await engine.dispose()
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -272,7 +273,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database failures are handled inside the exception middleware (no re-raise, no traceback
     # noise for an expected outage); anything else falls through to the server-error handler.
-    for exc_class in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError):
+    # asyncpg's own errors reach here from statements run on the driver connection.
+    for exc_class in (
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+        TimeoutError,
+    ):
         app.add_exception_handler(exc_class, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)
 

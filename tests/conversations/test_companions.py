@@ -174,13 +174,18 @@ class TestGetConversation:
         engine: AsyncEngine, workspace: str,
     ) -> None:  # fmt: skip
         parent = await create_parent(messages=[{"body": f"m{i}"} for i in range(100)])
-        # Add 150 more, later in time, straight into the table (no endpoint adds messages yet).
+        # Add 150 more, later in time, straight into the table (no endpoint adds messages yet),
+        # keeping the conversation's message counter as every writer must.
         async with engine.begin() as conn:
             await conn.execute(
                 text(
-                    "INSERT INTO messages (workspace_id, id, conversation_id, body, created_at) "
+                    "WITH added AS (INSERT INTO messages "
+                    "(workspace_id, id, conversation_id, body, created_at) "
                     "SELECT :w, gen_random_uuid(), :c, 'n' || g, now() + g * interval '1 ms' "
-                    "FROM generate_series(0, 149) g"
+                    "FROM generate_series(0, 149) g RETURNING 1) "
+                    "UPDATE conversations "
+                    "SET n_messages = n_messages + (SELECT count(*) FROM added) "
+                    "WHERE workspace_id = :w AND id = :c"
                 ),
                 {"w": workspace, "c": uuid.UUID(parent["id"])},
             )

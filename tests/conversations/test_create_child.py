@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.settings import Settings
 from tests.conftest import READ, Factory, TokenFactory, is_uuid
-from tests.support import child_url, client_with, count_rows, set_state
+from tests.support import assert_counters_exact, child_url, client_with, count_rows, set_state
 
 SEED = json.loads((Path(__file__).parents[1] / "fixtures" / "seed_examples.json").read_text())
 
@@ -524,3 +524,4 @@ class TestConcurrency:
         counts = await count_rows(engine, workspace)
         assert counts["conversations"] == 11
         assert counts["activities"] == 1 + 10 * 2
+        assert await assert_counters_exact(engine, workspace) == 11

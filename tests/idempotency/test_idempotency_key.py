@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aurion.idempotency.service import purge_expired
 from tests.conftest import Factory, TokenFactory
 from tests.support import (
+    assert_counters_exact,
     assert_unavailable,
     child_url,
     client_with,
@@ -267,6 +268,7 @@ class TestConcurrentDuplicates:
         counts = await count_rows(engine, workspace)
         assert counts["conversations"] == 2
         assert counts["activities"] == 3  # created + child_created + created_from_parent
+        assert await assert_counters_exact(engine, workspace) == 2
 
     async def test_a_duplicate_waiting_too_long_gets_409_in_use(
         self,

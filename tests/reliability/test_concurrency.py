@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, started_app
+from tests.support import assert_counters_exact
 
 
 async def test_200_simultaneous_children_of_one_parent(
@@ -64,3 +65,4 @@ async def test_200_simultaneous_children_of_one_parent(
         ).scalar_one()
     assert kinds == {"created": 1, "child_created": 200, "created_from_parent": 200}
     assert keys == 200
+    assert await assert_counters_exact(engine, workspace) == 201

@@ -52,6 +52,11 @@ class Conversation(Base):
             name="priority_known",
         ),
         CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(
+            "n_children >= 0 AND n_open_children >= 0 AND n_open_children <= n_children "
+            "AND n_messages >= 0 AND n_activities >= 0",
+            name="counters_consistent",
+        ),
         # A conversation is never its own parent (depth is enforced by the service).
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
         # Children of a parent, newest first (list endpoint, limit count, tab_counts.related).
@@ -137,6 +142,16 @@ class Conversation(Base):
     auto_resolved_by_ai: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
     total_time_spent_minutes: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    # Counters, changed in the same statement as what they count, under the row's lock: every
+    # statement that adds or removes a child (or changes a child's status), a message or an
+    # activity keeps them exact. tab_counts reads them; the children limit checks n_children on
+    # the locked row. tests/support.py: assert_counters_exact checks them against count(*).
+    n_children: Mapped[int] = mapped_column(Integer, server_default="0")  # not deleted
+    n_open_children: Mapped[int] = mapped_column(Integer, server_default="0")  # not resolved/closed
+    n_messages: Mapped[int] = mapped_column(Integer, server_default="0")
+    n_activities: Mapped[int] = mapped_column(Integer, server_default="0")
+
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)

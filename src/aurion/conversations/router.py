@@ -1,29 +1,18 @@
-"""HTTP layer of the conversations API: status codes, headers, and the commit at the boundary."""
+"""HTTP layer of the conversations API: status codes and headers around the service.
+
+Each write is one statement that commits on its own (see repository.py): there is no commit
+to make here, and nothing to roll back on a refusal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from aurion.auth import Principal, ReadPrincipal, WritePrincipal
+from aurion.auth import ReadPrincipal, WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
 from aurion.conversations import service
-from aurion.conversations.dependencies import (
-    ConnectionDep,
-    ConversationID,
-    Cursor,
-    IdempotencyKey,
-    IfMatch,
-    Limit,
-    SettingsDep,
-)
+from aurion.conversations.dependencies import ConversationID, Cursor, IdempotencyKey, Limit
 from aurion.conversations.errors import (
     ChildrenLimitReached,
     ConversationNotFound,
@@ -39,15 +28,14 @@ from aurion.conversations.schemas import (
     ConversationCreate,
     ConversationPage,
 )
+from aurion.db.driver import DbDep
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
-from aurion.idempotency import service as idempotency
+from aurion.http import IfMatchVersions, claim_for, document_response, written_response
 from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
-from aurion.settings import Settings
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
 
-_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
-_LOCATION_HEADER = {
+_CREATED_HEADERS = {
     "Location": {"description": "URL of the new conversation.", "schema": {"type": "string"}},
     "ETag": {
         "description": 'The new conversation\'s version, quoted: `"1"`.',
@@ -59,65 +47,6 @@ _LOCATION_HEADER = {
         "schema": {"type": "string", "enum": ["true"]},
     },
 }
-_REPLAYED_HEADERS = ("location", "etag")
-
-
-def _default(value: Any) -> str:
-    # asyncpg returns its own UUID type, which orjson does not know.
-    return str(value)
-
-
-def json_response(
-    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps(content, default=_default, option=_JSON_OPTIONS),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def conversation_response(view: service.ConversationView, status_code: int = 200) -> Response:
-    headers = {"ETag": f'"{view.version}"'}
-    if status_code == 201:
-        headers["Location"] = f"/api/v2/conversations/{view.id}"
-    return json_response(view.public(), status_code, headers)
-
-
-async def run_idempotently(
-    conn: AsyncConnection,
-    principal: Principal,
-    settings: Settings,
-    request: Request,
-    body: BaseModel,
-    key: str | None,
-    create: Callable[[], Awaitable[Response]],
-) -> Response:
-    """Run ``create`` and commit; with a key, at most once per (workspace, subject, key)."""
-    if key is None:
-        response = await create()
-        await conn.commit()
-        return response
-    fingerprint = idempotency.fingerprint(request.method, request.url.path, body)
-    ttl = timedelta(hours=settings.idempotency_ttl_hours)
-    stored = await idempotency.begin(conn, principal, key, fingerprint, ttl)
-    if stored is not None:
-        return Response(
-            stored.body,
-            status_code=stored.status_code,
-            media_type="application/json",
-            headers={**stored.headers, "Idempotent-Replayed": "true"},
-        )
-    response = await create()
-    headers = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
-    await idempotency.remember(
-        conn, principal, key, response.status_code, bytes(response.body), headers
-    )
-    await conn.commit()
-    return response
-
-
 _IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
 
 
@@ -128,7 +57,7 @@ _IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
     operation_id="createChildConversation",
     summary="Create a child conversation",
     responses={
-        201: {"description": "The child conversation.", "headers": _LOCATION_HEADER},
+        201: {"description": "The child conversation.", "headers": _CREATED_HEADERS},
         **error_responses(
             *AUTH_ERRORS,
             ConversationNotFound,
@@ -149,9 +78,8 @@ async def create_child_conversation(
     conversation_id: ConversationID,
     body: ChildConversationCreate,
     principal: WritePrincipal,
-    conn: ConnectionDep,
-    settings: SettingsDep,
-    if_match: IfMatch = None,
+    db: DbDep,
+    if_match: IfMatchVersions,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Create a child conversation that inherits the parent's context.
@@ -162,19 +90,16 @@ async def create_child_conversation(
     Children are one level deep, and a parent has at most `AURION_MAX_CHILDREN_PER_PARENT`.
     With an `Idempotency-Key`, a retry returns the first response instead of a second child.
     """
-
-    async def create() -> Response:
-        view = await service.create_child(
-            conn,
-            principal,
-            conversation_id,
-            body.subject,
-            if_match=if_match,
-            max_children=settings.max_children_per_parent,
-        )
-        return conversation_response(view, 201)
-
-    return await run_idempotently(conn, principal, settings, request, body, idempotency_key, create)
+    result = await service.create_child(
+        db,
+        principal,
+        conversation_id,
+        body,
+        if_match=if_match,
+        claim=claim_for(request, body, idempotency_key),
+        max_children=request.app.state.settings.max_children_per_parent,
+    )
+    return written_response(result)
 
 
 @router.post(
@@ -184,7 +109,7 @@ async def create_child_conversation(
     operation_id="createConversation",
     summary="Create a conversation",
     responses={
-        201: {"description": "The new conversation.", "headers": _LOCATION_HEADER},
+        201: {"description": "The new conversation.", "headers": _CREATED_HEADERS},
         **error_responses(*AUTH_ERRORS, *_IDEMPOTENCY_ERRORS, PayloadTooLarge, DatabaseUnavailable),
     },
 )
@@ -192,17 +117,12 @@ async def create_conversation(
     request: Request,
     body: ConversationCreate,
     principal: WritePrincipal,
-    conn: ConnectionDep,
-    settings: SettingsDep,
+    db: DbDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Create a conversation, optionally with its first messages."""
-
-    async def create() -> Response:
-        view = await service.create_conversation(conn, principal, body)
-        return conversation_response(view, 201)
-
-    return await run_idempotently(conn, principal, settings, request, body, idempotency_key, create)
+    claim = claim_for(request, body, idempotency_key)
+    return written_response(await service.create_conversation(db, principal, body, claim=claim))
 
 
 @router.get(
@@ -213,7 +133,7 @@ async def create_conversation(
     responses={
         200: {
             "description": "The conversation with its newest 200 messages.",
-            "headers": {"ETag": _LOCATION_HEADER["ETag"]},
+            "headers": {"ETag": _CREATED_HEADERS["ETag"]},
         },
         **error_responses(*AUTH_ERRORS, ConversationNotFound, DatabaseUnavailable),
     },
@@ -221,11 +141,10 @@ async def create_conversation(
 async def get_conversation(
     conversation_id: ConversationID,
     principal: ReadPrincipal,
-    conn: ConnectionDep,
+    db: DbDep,
 ) -> Response:
     """Get a conversation with its messages (oldest first, the newest 200) and tab counts."""
-    view = await service.get_conversation(conn, principal, conversation_id)
-    return conversation_response(view)
+    return document_response(await service.get_conversation(db, principal, conversation_id))
 
 
 @router.get(
@@ -238,13 +157,11 @@ async def get_conversation(
 async def list_child_conversations(
     conversation_id: ConversationID,
     principal: ReadPrincipal,
-    conn: ConnectionDep,
+    db: DbDep,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Response:
     """List a conversation's children, newest first, with cursor pagination."""
     before = service.decode_cursor(cursor) if cursor else None
-    views, next_cursor = await service.list_children(
-        conn, principal, conversation_id, limit=limit, before=before
-    )
-    return json_response({"items": [v.public() for v in views], "next_cursor": next_cursor})
+    page = await service.list_children(db, principal, conversation_id, limit=limit, before=before)
+    return document_response(page)

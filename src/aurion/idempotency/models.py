@@ -1,4 +1,4 @@
-"""The stored responses of idempotent requests."""
+"""The claimed keys of idempotent requests and the responses they got."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from aurion.db.base import Base
 
 
 class IdempotencyKey(Base):
-    """One key of one caller: the request's fingerprint and the response it got.
+    """One key of one caller and the fingerprint of the request that claimed it.
 
-    A row only ever becomes visible committed together with the writes it describes, so a
-    committed row always holds a complete response.
+    The claim is the first write of the request's statement, so a concurrent duplicate waits on
+    this row (then replays), never on the resource the request works on.
     """
 
     __tablename__ = "idempotency_keys"
@@ -26,8 +26,19 @@ class IdempotencyKey(Base):
     subject: Mapped[str] = mapped_column(Text, primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(Text)
-    status_code: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
-    response_headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyResponse(Base):
+    """The response stored for a key: written in the same statement as the key and the writes
+    it describes, so a committed key always has its response (and a refusal has neither)."""
+
+    __tablename__ = "idempotency_responses"
+
+    workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

@@ -1,4 +1,11 @@
-"""Queries of the idempotency store (every one filters on the workspace and subject)."""
+"""SQL of the idempotency store: fragments that write statements embed, the replay, the purge.
+
+A write statement that takes an Idempotency-Key starts with ``CLAIM_CTE`` and ends with
+``RESPONSE_CTE``: the claim is its first write, so a concurrent duplicate waits on the key (then
+replays), not on the rows the request works on; the response, rendered by the statement, is
+stored beside it. A statement without a key uses ``UNCLAIMED_CTE`` instead, so both variants
+share the rest of their text. Every statement filters on the workspace and the caller.
+"""
 
 from __future__ import annotations
 
@@ -6,86 +13,95 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-# Claim the key: a new row, or take over an expired one. Returns no row when a live row
-# exists. A concurrent claim of the same key waits here (unique index) until the other
-# transaction ends: it then sees the committed response and replays it, or, if that one
-# rolled back, claims the key itself. lock_timeout bounds the wait.
-CLAIM_SQL = """
-INSERT INTO idempotency_keys AS k
-    (workspace_id, subject, key, fingerprint, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (workspace_id, subject, key) DO UPDATE
-    SET fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at,
-        expires_at = EXCLUDED.expires_at, status_code = NULL, response_body = NULL,
-        response_headers = '{}'::jsonb
-    WHERE k.expires_at <= EXCLUDED.created_at
-RETURNING 1
-"""
+from aurion.db.driver import Db, Statement
 
-FETCH_SQL = """
-SELECT fingerprint, status_code, response_body, response_headers
-FROM idempotency_keys
-WHERE workspace_id = $1 AND subject = $2 AND key = $3
-"""
+# Claim the key: a new row, or take over an expired one. No row when a live one exists. A
+# concurrent claim of the same key waits on the unique index until the other statement ends,
+# then sees its key (and replays its response) or, if it rolled back, claims the key itself.
+# Parameters: :workspace_id, :caller (the token's subject), :key, :fingerprint, :now,
+# :expires_at.
+CLAIM_CTE = """
+claim AS (
+    INSERT INTO idempotency_keys AS k
+        (workspace_id, subject, key, fingerprint, created_at, expires_at)
+    VALUES (:workspace_id, :caller, :key, :fingerprint, :now, :expires_at)
+    ON CONFLICT (workspace_id, subject, key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= EXCLUDED.created_at
+    RETURNING 1
+), gate AS (
+    SELECT EXISTS (SELECT 1 FROM claim) AS claimed
+)"""
 
-STORE_SQL = """
-UPDATE idempotency_keys
-SET status_code = $4, response_body = $5, response_headers = $6::jsonb
-WHERE workspace_id = $1 AND subject = $2 AND key = $3
-"""
+UNCLAIMED_CTE = """
+gate AS (
+    SELECT true AS claimed
+)"""
+
+
+def response_cte(status_code: int, rendered: str, location_prefix: str) -> str:
+    """Store the response of the CTE ``rendered`` (columns body, id, version: the body, and
+    the created resource's id and version for ``Location`` and ``ETag``) for the key.
+
+    Conflicts only with the response of an expired key this statement took over.
+    """
+    return f"""
+response AS (
+    INSERT INTO idempotency_responses (workspace_id, subject, key, status_code, body, headers)
+    SELECT :workspace_id, :caller, :key, {status_code}, r.body,
+           jsonb_build_object('location', '{location_prefix}' || r.id,
+                              'etag', '"' || r.version || '"')
+    FROM {rendered} r
+    ON CONFLICT (workspace_id, subject, key) DO UPDATE
+        SET status_code = EXCLUDED.status_code, body = EXCLUDED.body, headers = EXCLUDED.headers
+)"""
+
+
+STORED_SQL = Statement("""
+SELECT k.fingerprint, r.status_code, r.body, r.headers::text AS headers
+FROM idempotency_keys k
+LEFT JOIN idempotency_responses r
+    ON r.workspace_id = k.workspace_id AND r.subject = k.subject AND r.key = k.key
+WHERE k.workspace_id = :workspace_id AND k.subject = :caller AND k.key = :key
+""")
 
 # Maintenance across workspaces, in batches so no single statement holds many row locks.
-# Batches are chosen by primary key (not ctid, which means nothing across Citus shards).
+# Batches are chosen by primary key (not ctid, which means nothing across Citus shards); the
+# outer condition is checked again on a row a request took over meanwhile, which is kept.
 PURGE_SQL = """
-DELETE FROM idempotency_keys
-WHERE (workspace_id, subject, key) IN (
-    SELECT workspace_id, subject, key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2
+WITH gone AS (
+    DELETE FROM idempotency_keys
+    WHERE (workspace_id, subject, key) IN (
+        SELECT workspace_id, subject, key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2
+    ) AND expires_at <= $1
+    RETURNING workspace_id, subject, key
+), responses AS (
+    DELETE FROM idempotency_responses r USING gone
+    WHERE r.workspace_id = gone.workspace_id AND r.subject = gone.subject AND r.key = gone.key
 )
+SELECT count(*) FROM gone
 """
 
 
-async def claim(
-    conn: AsyncConnection,
-    workspace_id: str,
-    subject: str,
-    key: str,
-    fingerprint: str,
-    now: datetime,
-    expires_at: datetime,
-) -> bool:
-    """True if this transaction now owns the key."""
-    result = await conn.exec_driver_sql(
-        CLAIM_SQL, (workspace_id, subject, key, fingerprint, now, expires_at)
+async def stored(db: Db, workspace_id: str, caller: str, key: str) -> dict[str, Any] | None:
+    """The key's fingerprint and stored response (status_code None: none stored), or None."""
+    row = await db.fetchrow(
+        STORED_SQL, {"workspace_id": workspace_id, "caller": caller, "key": key}
     )
-    return result.first() is not None
-
-
-async def fetch(
-    conn: AsyncConnection, workspace_id: str, subject: str, key: str
-) -> Row[Any] | None:
-    result = await conn.exec_driver_sql(FETCH_SQL, (workspace_id, subject, key))
-    return result.first()
-
-
-async def store(
-    conn: AsyncConnection,
-    workspace_id: str,
-    subject: str,
-    key: str,
-    status_code: int,
-    body: bytes,
-    headers: dict[str, str],
-) -> None:
-    await conn.exec_driver_sql(
-        STORE_SQL,
-        (workspace_id, subject, key, status_code, body, orjson.dumps(headers).decode()),
-    )
+    if row is None:
+        return None
+    return {
+        "fingerprint": row["fingerprint"],
+        "status_code": row["status_code"],
+        "body": bytes(row["body"] or b""),
+        "headers": orjson.loads(row["headers"]) if row["headers"] else {},
+    }
 
 
 async def purge(conn: AsyncConnection, now: datetime, batch: int = 5000) -> int:
-    """Delete one batch of expired keys; the number deleted."""
+    """Delete one batch of expired keys and their responses; the number of keys deleted."""
     result = await conn.exec_driver_sql(PURGE_SQL, (now, batch))
-    return int(result.rowcount)
+    return int(result.scalar_one())

@@ -1,8 +1,9 @@
-"""Idempotency rules: claim a key in the request's transaction, replay what it stored.
+"""Idempotency rules: what makes two requests the same, and what a taken key answers.
 
-The key row is written in the same transaction as the conversation it describes, so either
-both exist or neither does: a crash between them cannot leave a key without its child, or a
-child without its key. Refusals roll the transaction back, so they are not stored.
+The key is claimed by the first write of the request's own statement and its response stored
+by the last (idempotency/repository.py), so either both exist or neither does: a crash cannot
+leave a key without its response, nor a response without the writes it describes. Refusals
+roll the statement back, key included, so they are not stored.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aurion.auth.principal import Principal
-from aurion.errors import LOCK_NOT_AVAILABLE, sqlstate_of
+from aurion.db.driver import Db
 from aurion.idempotency import repository
 from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 
@@ -35,6 +36,18 @@ class StoredResponse:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a write statement needs to claim a key and store its response."""
+
+    key: str
+    fingerprint: str
+    ttl: timedelta
+
+    def values(self, now: datetime) -> dict[str, Any]:
+        return {"key": self.key, "fingerprint": self.fingerprint, "expires_at": now + self.ttl}
+
+
 def fingerprint(method: str, path: str, body: BaseModel) -> str:
     """A digest of what makes two requests "the same": method, path and the validated body."""
     canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
@@ -47,60 +60,19 @@ def fingerprint(method: str, path: str, body: BaseModel) -> str:
     return digest.hexdigest()
 
 
-def _in_use() -> IdempotencyKeyInUse:
+def in_use() -> IdempotencyKeyInUse:
     return IdempotencyKeyInUse(headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
-async def begin(
-    conn: AsyncConnection,
-    principal: Principal,
-    key: str,
-    request_fingerprint: str,
-    ttl: timedelta,
-) -> StoredResponse | None:
-    """Claim ``key`` for this request (None), or the stored response to replay."""
-    now = datetime.now(UTC)
-    try:
-        claimed = await repository.claim(
-            conn,
-            principal.workspace_id,
-            principal.subject,
-            key,
-            request_fingerprint,
-            now,
-            now + ttl,
-        )
-    except sa_exc.DBAPIError as exc:
-        # Another request with this key held it longer than lock_timeout.
-        if sqlstate_of(exc) == LOCK_NOT_AVAILABLE:
-            raise _in_use() from exc
-        raise
-    if claimed:
-        return None
-    row = await repository.fetch(conn, principal.workspace_id, principal.subject, key)
-    if row is None or row.status_code is None:
-        raise _in_use()
-    if row.fingerprint != request_fingerprint:
+async def replay(db: Db, principal: Principal, claim: Claim) -> StoredResponse:
+    """The response stored for a key another request holds (its statement has committed)."""
+    row = await repository.stored(db, principal.workspace_id, principal.subject, claim.key)
+    if row is None or row["status_code"] is None:
+        # Gone meanwhile (expired and purged) or never completed: the client retries.
+        raise in_use()
+    if row["fingerprint"] != claim.fingerprint:
         raise IdempotencyKeyReused()
-    return StoredResponse(
-        status_code=int(row.status_code),
-        body=bytes(row.response_body or b""),
-        headers=dict(row.response_headers or {}),
-    )
-
-
-async def remember(
-    conn: AsyncConnection,
-    principal: Principal,
-    key: str,
-    status_code: int,
-    body: bytes,
-    headers: dict[str, str],
-) -> None:
-    """Store the response of the request that owns ``key`` (same transaction as its writes)."""
-    await repository.store(
-        conn, principal.workspace_id, principal.subject, key, status_code, body, headers
-    )
+    return StoredResponse(row["status_code"], row["body"], row["headers"])
 
 
 async def purge_expired(conn: AsyncConnection, batch: int = 5000) -> int:

@@ -1,0 +1,1 @@
+"""Events for integrators: the transactional outbox, the feed, and webhook delivery."""

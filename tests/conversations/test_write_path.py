@@ -1,0 +1,126 @@
+"""The write path's shape: one statement per request, refusals and replays included.
+
+Every statement the request path sends goes over the driver connections of the engine's pool;
+a query logger on each of them records what a request sent (asyncpg calls it once per
+statement, failed ones included).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import make_settings, started_app
+from tests.support import child_url, set_state
+
+Sent = list[str]
+
+
+@pytest.fixture
+async def traced(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
+    settings = make_settings(
+        database_url, max_children_per_parent=1, idempotency_purge_interval_seconds=0
+    )
+    sent: Sent = []
+    async for app in started_app(settings):
+
+        @event.listens_for(app.state.engine.sync_engine, "connect")
+        def trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.driver_connection.add_query_logger(
+                lambda query: sent.append(query.query)
+            )
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client, sent
+
+
+async def _statements(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
+    sent.clear()
+    response = await call
+    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]
+
+
+async def test_each_request_is_one_statement(
+    traced: tuple[httpx.AsyncClient, Sent], auth: dict[str, str]
+) -> None:
+    client, sent = traced
+    # A new connection introspects types on first use (once per connection): warm it up.
+    warm = (await client.post("/api/v2/conversations", json={"subject": "w"}, headers=auth)).json()
+    warm_key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    await client.post(child_url(warm["id"]), json={"subject": "w"}, headers=warm_key)
+    await client.post(child_url(warm["id"]), json={"subject": "w"}, headers=warm_key)
+    await client.get(child_url(warm["id"]), headers=auth)
+
+    key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    created, statements = await _statements(
+        sent, client.post("/api/v2/conversations", json={"subject": "p"}, headers=key)
+    )
+    assert created.status_code == 201
+    assert len(statements) == 1
+    parent = created.json()["id"]
+
+    child_key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    child, statements = await _statements(
+        sent, client.post(child_url(parent), json={"subject": "c"}, headers=child_key)
+    )
+    assert child.status_code == 201
+    assert len(statements) == 1, "claim, lock, checks, writes and response: one round trip"
+
+    refused, statements = await _statements(
+        sent, client.post(child_url(parent), json={"subject": "d"}, headers=auth)
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "children_limit_reached"
+    assert len(statements) == 1, "a refusal is diagnosed by the same statement"
+
+    replay, statements = await _statements(
+        sent, client.post(child_url(parent), json={"subject": "c"}, headers=child_key)
+    )
+    assert replay.status_code == 201
+    assert replay.content == child.content, "a replay returns the very same bytes"
+    assert len(statements) == 2, "the write finds the key taken, then the stored response"
+
+    for path in (f"/api/v2/conversations/{parent}", child_url(parent)):
+        read, statements = await _statements(sent, client.get(path, headers=auth))
+        assert read.status_code == 200
+        assert len(statements) == 1
+
+
+async def test_the_write_records_its_events_and_a_refusal_none(
+    client: httpx.AsyncClient, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    parent = (
+        await client.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+    ).json()
+    await set_state(engine, workspace, parent["id"], "status = 'resolved'")
+    child = await client.post(child_url(parent["id"]), json={"subject": "c"}, headers=auth)
+    assert child.status_code == 201
+    await set_state(engine, workspace, parent["id"], "is_spam = true")
+    refused = await client.post(child_url(parent["id"]), json={"subject": "d"}, headers=auth)
+    assert refused.status_code == 409
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT type, data FROM events WHERE workspace_id = :w ORDER BY txid, id"),
+                {"w": workspace},
+            )
+        ).all()
+    assert [r.type for r in rows] == ["conversation.created", "child.created", "parent.reopened"]
+    assert rows[0].data["conversation"] == parent
+    assert rows[1].data == {
+        "conversation_id": child.json()["id"],
+        "parent_id": parent["id"],
+        "conversation": child.json(),
+    }
+    assert rows[2].data == {
+        "conversation_id": parent["id"],
+        "reason": "child_created",
+        "child_id": child.json()["id"],
+    }
