@@ -140,17 +140,19 @@ class CitusCluster:
     def __init__(
         self,
         install: Path,
-        root: Path = CLUSTER_DIR,
+        root: Path | None = None,
         workers: int = 2,
         *,
         fast_unsafe: bool = True,
         options: Sequence[str] = (),
     ) -> None:
-        self.root = root
+        self.install = install
+        # One folder per launcher process: runs side by side do not share data or ports.
+        self.root = root or CLUSTER_DIR / str(os.getpid())
         names = ["coordinator", *(f"worker{i}" for i in range(1, workers + 1))]
         self.nodes = [
             EmbeddedPostgres(
-                root / name,
+                self.root / name,
                 fast_unsafe=fast_unsafe,
                 install_dir=install,
                 options=[*NODE_OPTIONS, *options],
@@ -171,6 +173,7 @@ class CitusCluster:
 
     def start(self, database: str = DATABASE) -> str:
         """Start every node, create ``database`` with Citus on each, add the workers; the URL."""
+        _remove_stale_clusters(self.install)
         self.stop()
         if self.root.exists():
             shutil.rmtree(self.root)
@@ -190,6 +193,24 @@ class CitusCluster:
             with contextlib.suppress(Exception):
                 node.stop()
 
+    def remove(self) -> None:
+        """Stop and delete the cluster's data."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_stale_clusters(install: Path | None) -> None:
+    """Stop and delete clusters whose launcher died without cleaning up (killed with -9)."""
+    if not CLUSTER_DIR.exists():
+        return
+    for folder in CLUSTER_DIR.iterdir():
+        if not folder.name.isdigit() or Path(f"/proc/{folder.name}").exists():
+            continue
+        for node in folder.iterdir():
+            with contextlib.suppress(Exception):
+                EmbeddedPostgres(node, install_dir=install).stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def running_cluster(tarball: Path, workers: int = 2, **kwargs: object) -> Iterator[CitusCluster]:
@@ -199,7 +220,7 @@ def running_cluster(tarball: Path, workers: int = 2, **kwargs: object) -> Iterat
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
+        cluster.remove()
 
 
 def _tarball(value: str | None) -> Path:
@@ -268,7 +289,7 @@ def _run(
             _aurion("db", "distribute", env=env)  # a second run changes nothing
             cluster.coordinator.psql(ROUTER_ONLY_SQL, DATABASE)
             log(f"$ {ROUTER_ONLY_SQL}")
-            command = [sys.executable, "-m", "pytest", *command]
+            command = [sys.executable, "-m", "pytest", "-p", "harness.pytest_citus", *command]
         if not command:
             parser.error("nothing to run: add -- COMMAND")
         log("$ " + " ".join(command))

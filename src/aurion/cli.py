@@ -148,12 +148,15 @@ def _distribute(args: argparse.Namespace) -> int:
         print(f"aurion db distribute: {exc}", file=sys.stderr)
         return 1
     for outcome in outcomes:
-        how = (
-            f"by {distribution.DISTRIBUTION_COLUMN}, {outcome.shard_count} shards"
-            if outcome.shard_count
-            else "copied to every node"
-        )
-        print(f"{outcome.table}: {outcome.action} ({how})")
+        if outcome.shard_count:
+            how = f" (by {distribution.DISTRIBUTION_COLUMN}, {outcome.shard_count} shards)"
+        else:
+            how = " (copied to every node)" if "reference" in outcome.action else ""
+        print(f"{outcome.table}: {outcome.action}{how}")
+    print(
+        f"Sessions named {distribution.APPLICATION_NAME!r} see shards in the catalogue "
+        "(citus.show_shards_for_app_name_prefixes): fast connection set-up."
+    )
     return 0
 
 

@@ -47,9 +47,33 @@ def test_a_second_run_changes_nothing(
 ) -> None:
     result = _distribute(database_url)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    *lines, last = result.stdout.splitlines()
     assert sorted(line.split(":")[0] for line in lines) == sorted(distributed_tables)
     assert all(": already distributed (by workspace_id" in line for line in lines), lines
+    assert "see shards in the catalogue" in last
+
+
+async def test_the_schema_functions_exist_on_every_worker(
+    coordinator: asyncpg.Connection, distributed_tables: dict[str, int]
+) -> None:
+    rows = await coordinator.fetch(
+        "SELECT nodeport, success, result FROM run_command_on_workers("
+        "$$SELECT to_regprocedure('aurion_refuse(text, text)') IS NOT NULL$$)"
+    )
+    assert len(rows) == 2
+    assert all(r["success"] and r["result"] == "t" for r in rows), rows
+
+
+async def test_the_service_sessions_see_shards_in_the_catalogue(
+    coordinator: asyncpg.Connection, distributed_tables: dict[str, int]
+) -> None:
+    # What makes asyncpg's type introspection fast on Citus (aurion.db.distribution).
+    settings = await coordinator.fetchval(
+        "SELECT setconfig FROM pg_db_role_setting "
+        "WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND setrole = 0"
+    )
+    assert "citus.show_shards_for_app_name_prefixes=aurion" in settings
 
 
 async def test_without_citus_it_says_so_in_one_line_and_exits_1(database_url: str) -> None:

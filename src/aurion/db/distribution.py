@@ -6,6 +6,16 @@ distributed the next time the command runs (it is idempotent: run it after every
 in one colocation group, so a workspace's rows of every table live on the same shard and each
 request is a single-shard transaction. A table without ``workspace_id`` would be shared by all
 workspaces: it becomes a reference table (copied to every node); there is none today.
+
+Two more things the service needs on Citus, also done here:
+
+* The schema's own functions (``aurion_refuse``, which the write statements call) are
+  propagated to every node, so a statement that runs on a worker finds them.
+* The database shows shards in the catalogue to sessions named ``aurion`` (the service's
+  ``application_name``). By default Citus hides them by adding a filter to every query of
+  ``pg_class``; asyncpg's type introspection, which each new connection runs, then took
+  0.4-1.7 s instead of 5-25 ms on this cluster, and a burst on fresh connections ran into the
+  pool timeout (503s).
 """
 
 from __future__ import annotations
@@ -37,6 +47,24 @@ DISTRIBUTE_COLOCATED_SQL = (
     "SELECT create_distributed_table($1::regclass, $2, colocate_with => $3::text)"
 )
 REFERENCE_SQL = "SELECT create_reference_table($1::regclass)"
+
+# Functions of the schema not yet propagated to the workers (an extension's are its own).
+LOCAL_FUNCTIONS_SQL = """
+SELECT p.oid::regprocedure::text FROM pg_proc p
+WHERE p.pronamespace = 'public'::regnamespace
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+  AND NOT EXISTS (SELECT 1 FROM pg_dist_object o
+                  WHERE o.classid = 'pg_proc'::regclass AND o.objid = p.oid)
+ORDER BY 1
+"""
+DISTRIBUTE_FUNCTION_SQL = "SELECT create_distributed_function($1::regprocedure)"
+
+APPLICATION_NAME = "aurion"
+SHOW_SHARDS_SQL = (
+    "SELECT format('ALTER DATABASE %I SET citus.show_shards_for_app_name_prefixes = %L', "
+    "current_database(), $1::text)"
+)
 
 MISSING_TABLES_SQL = "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL"
 
@@ -107,4 +135,12 @@ async def distribute(conn: AsyncConnection, shard_count: int) -> list[Outcome]:
             action = "distributed"
         await conn.commit()
         outcomes.append(Outcome(name, action, None if action == "reference" else shard_count))
+    functions = (await conn.exec_driver_sql(LOCAL_FUNCTIONS_SQL)).scalars().all()
+    for function in functions:
+        await conn.exec_driver_sql(DISTRIBUTE_FUNCTION_SQL, (function,))
+        await conn.commit()
+        outcomes.append(Outcome(function, "function propagated to every node", None))
+    alter = (await conn.exec_driver_sql(SHOW_SHARDS_SQL, (APPLICATION_NAME,))).scalar_one()
+    await conn.exec_driver_sql(alter)
+    await conn.commit()
     return outcomes
