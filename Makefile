@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-citus lint format install system-deps test-deps openapi bench clean help
+.PHONY: run test test-citus bench-citus lint format install system-deps test-deps openapi bench clean help
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:8000 (prints a token and the docs URL)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint    ruff (format + lint) and mypy --strict"
 	@echo "make openapi regenerate openapi.json from the code (a test fails when it drifts)"
 	@echo "make bench   the benchmark (docs/performance.md)"
+	@echo "make bench-citus  the same wrk run on PostgreSQL and on a local Citus cluster"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +85,14 @@ bench: install
 bench-scale-out: install
 	bash scripts/install-system-deps.sh nginx pgbouncer
 	$(BIN)/python -m bench.scale_out
+	@if [ -n "$(CITUS_SRC)" ]; then $(MAKE) --no-print-directory bench-citus; \
+	else echo "make bench-scale-out: skipped the Citus configuration (CITUS_SRC names no Citus source tarball; see make bench-citus)"; fi
+
+# The Citus configuration (docs/scaling.md, section 4): the same wrk run through one service
+# process on plain PostgreSQL and on a local Citus cluster (coordinator + 2 workers), alternated.
+bench-citus: install
+	bash scripts/install-system-deps.sh clang
+	$(BIN)/python -m bench.citus --tarball "$${CITUS_SRC:-../shared/vendor/citus-14.0.1.tar.gz}" $(BENCH_CITUS_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
