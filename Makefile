@@ -73,18 +73,23 @@ format: install
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The benchmark (docs/performance.md; about 10 minutes). Not part of `make test`.
-# BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-data --duration 5" (see --help).
+# The benchmark (docs/performance.md; about 15 minutes with the scale-out part). Not part of
+# `make test`. BENCH_ARGS passes options (BENCH_ARGS="--help" lists them), e.g.
+# BENCH_ARGS="--quick": a smoke run of a minute or two that writes no report. SCALE_OUT_ARGS
+# passes the scale-out part's (--quick too, implied by BENCH_ARGS="--quick").
+SCALE_OUT_ARGS ?= $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+
 bench: install
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
-	$(MAKE) bench-scale-out
+	@case " $(BENCH_ARGS) " in *" --help "*|*" -h "*) ;; *) $(MAKE) bench-scale-out ;; esac
 
 # The scale-out run of the benchmark (docs/scaling.md): 1, 2, 4 processes behind nginx, PgBouncer.
 bench-scale-out: install
 	bash scripts/install-system-deps.sh nginx pgbouncer
-	$(BIN)/python -m bench.scale_out
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.scale_out $(SCALE_OUT_ARGS)
 	@if [ -n "$(CITUS_SRC)" ]; then $(MAKE) --no-print-directory bench-citus; \
 	else echo "make bench-scale-out: skipped the Citus configuration (CITUS_SRC names no Citus source tarball; see make bench-citus)"; fi
 
