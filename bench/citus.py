@@ -16,82 +16,32 @@ from /proc: CPU milliseconds per request are the numbers that survive a busy mac
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import time
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
-from harness.citus import CitusCluster, build, free_port, log
-
 from aurion.auth.tokens import mint_token
 from aurion.db.embedded import EmbeddedPostgres
-from aurion.db.engine import async_url
 from aurion.settings import Settings
+from bench.common import CHILD_LIMIT, SCOPES, WORKSPACE, log
+from bench.common import WORK as BENCH_WORK
+from bench.database import NEW_PARENTS_SQL, PARENTS_TABLE, run_sql
+from bench.driver import run_wrk
+from harness.citus import CitusCluster, build
+from harness.processes import tree_cpu_seconds
+from harness.server import serve_aurion
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".data" / "bench-citus"
-LUA = ROOT / "bench" / "wrk_requests.lua"
-WORKSPACE = "bench"
-SCOPES = "conversations:read conversations:write"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(root_pids: list[int]) -> float:
-    """CPU time (user + system) of these processes and all their descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / TICKS
-    total, todo = 0.0, list(root_pids)
-    while todo:
-        pid = todo.pop()
-        total += times.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
 
 
 def _postmaster(node: EmbeddedPostgres) -> int:
     return int((node.pgdata / "postmaster.pid").read_text().split()[0])
-
-
-def _dsn(url: str) -> str:
-    return async_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-async def _seed(url: str, count: int) -> list[str]:
-    """``count`` fresh parents in the benchmark's workspace."""
-    conn = await asyncpg.connect(_dsn(url))
-    now = datetime.now(UTC)
-    ids = [uuid.uuid4() for _ in range(count)]
-    try:
-        await conn.executemany(
-            "INSERT INTO conversations (workspace_id, id, subject, status, version, created_at,"
-            " updated_at, n_activities) VALUES ($1, $2, 'Benchmark parent', 'open', 1, $3, $3, 0)",
-            [(WORKSPACE, i, now) for i in ids],
-        )
-    finally:
-        await conn.close()
-    return [str(i) for i in ids]
 
 
 def _aurion(*args: str, url: str) -> None:
@@ -99,79 +49,45 @@ def _aurion(*args: str, url: str) -> None:
     subprocess.run([sys.executable, "-m", "aurion.cli", *args], cwd=ROOT, env=env, check=True)
 
 
-@dataclass
-class Service:
-    process: subprocess.Popen[bytes]
-    base: str
-
-
-def _serve(url: str, secret: str, port: int, log_path: Path) -> Service:
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "AURION_ENV": "production",
-        "AURION_JWT_SECRET": secret,
-        "AURION_MAX_CHILDREN_PER_PARENT": "1000000",
-        "AURION_LOG_LEVEL": "WARNING",
-    }
-    out = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aurion.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"aurion serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return Service(process, base)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"aurion serve not ready after 60 s: {log_path.read_text()[-2000:]}")
-
-
-def _wrk(
-    base: str, mode: str, ids_file: Path, token: str, tag: str, connections: int, duration: int
-) -> dict[str, Any]:
-    expected = "201" if mode == "children" else "200"
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s"]
-    argv += ["-s", str(LUA), base, "--", mode, str(ids_file), token, tag, expected]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
-    data: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-    data["errors"] = sum(data[k] for k in ("unexpected_status", "connect", "read", "write"))
-    data["errors"] += data["timeout"]
-    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
-    return data
-
-
 def _measure(
     name: str, url: str, postmasters: list[int], secret: str, token: str, args: Any
 ) -> list[dict[str, Any]]:
-    ids = asyncio.run(_seed(url, args.parents))
-    ids_file = WORK / f"ids-{name}.txt"
-    ids_file.write_text("\n".join(ids) + "\n")
-    service = _serve(url, secret, free_port(), WORK / f"serve-{name}.log")
+    """One round on one database: child creations, then reads, through one service process."""
+    run = f"citus-{name}-{secrets.token_hex(3)}"
+    sql = NEW_PARENTS_SQL.format(uuid="gen_random_uuid")
+    parents = [
+        str(r[0]) for r in run_sql(url, PARENTS_TABLE, sql, args=(WORKSPACE, run, args.parents))
+    ]
+    env = {
+        "AURION_ENV": "production",
+        "AURION_JWT_SECRET": secret,
+        "AURION_MAX_CHILDREN_PER_PARENT": str(CHILD_LIMIT),
+        "AURION_LOG_LEVEL": "WARNING",
+    }
+    server = serve_aurion(
+        url, name=f"{run} serve", log_path=WORK / f"{run}.log", env=env, workers=1
+    )
     rows = []
     try:
         for mode in ("children", "get"):
-            tag = f"{name}-{mode}-{secrets.token_hex(3)}"
-            _wrk(service.base, mode, ids_file, token, f"{tag}-w", args.connections, 2)
-            before_app = _cpu_seconds([service.process.pid])
-            before_db = _cpu_seconds(postmasters)
-            data = _wrk(service.base, mode, ids_file, token, tag, args.connections, args.duration)
-            app_ms = (_cpu_seconds([service.process.pid]) - before_app) * 1000
-            db_ms = (_cpu_seconds(postmasters) - before_db) * 1000
+
+            def load(duration: int, tag: str, mode: str = mode) -> dict[str, Any]:
+                return run_wrk(
+                    server.base_url,
+                    mode=mode,
+                    ids=parents,
+                    token=token,
+                    concurrency=args.connections,
+                    duration=duration,
+                    tag=tag,
+                )
+
+            load(2, f"{run}-{mode}-w")
+            before_app = tree_cpu_seconds(server.process.pid)
+            before_db = tree_cpu_seconds(*postmasters)
+            data = load(args.duration, f"{run}-{mode}")
+            app_ms = (tree_cpu_seconds(server.process.pid) - before_app) * 1000
+            db_ms = (tree_cpu_seconds(*postmasters) - before_db) * 1000
             requests = max(int(data["requests"]), 1)
             rows.append(
                 {
@@ -188,8 +104,7 @@ def _measure(
             )
             log(f"  {rows[-1]}")
     finally:
-        service.process.terminate()
-        service.process.wait(30)
+        server.stop()
     return rows
 
 
@@ -245,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         shutil.rmtree(plain.data_dir, ignore_errors=True)
+        WORK.mkdir(parents=True, exist_ok=True)
+        BENCH_WORK.mkdir(parents=True, exist_ok=True)  # run_wrk's files
         plain_url = plain.start("aurion")
         citus_url = cluster.start()
         for url in (plain_url, citus_url):

@@ -27,7 +27,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,13 +46,6 @@ NODE_OPTIONS = (
     # The cluster is local and short-lived: no need for Citus's phone-home check.
     "-c citus.enable_statistics_collection=off",
 )
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def log(message: str) -> None:
