@@ -177,7 +177,7 @@ p AS (
         n_activities = c.n_activities + CASE WHEN c.status IN {RESOLVED} THEN 2 ELSE 1 END,
         status = CASE WHEN c.status IN {RESOLVED} THEN 'open' ELSE c.status END
     FROM ok
-    WHERE c.workspace_id = :workspace_id AND c.id = ok.id
+    WHERE c.workspace_id = :workspace_id AND c.id = :parent_id
 ), child AS (
     INSERT INTO conversations (
         workspace_id, id, parent_id, subject, status, version, created_at, updated_at,
