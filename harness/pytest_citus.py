@@ -13,8 +13,9 @@ import pytest
 SLOW_WRITES = (
     "Citus 14 does not route a statement with INSERT in a CTE to one shard ('only SELECT, "
     "UPDATE, or DELETE common table expressions may be router planned'): each write runs as "
-    "several sub-plans through the coordinator, about 20 ms instead of 2 ms while it holds the "
-    "parent's lock, so a burst on one parent queues past the pool or statement timeout (503)"
+    "several sub-plans through the coordinator (about 5 times slower than single-shard statements) "
+    "while it holds the parent's lock, so a burst on one parent queues past the pool or "
+    "statement timeout (503)"
 )
 LOCK_TIMEOUT_NOT_PROPAGATED = (
     "the service sets lock_timeout as a connection parameter on the coordinator; Citus does not "
