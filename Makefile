@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test test-citus bench-citus lint format install system-deps test-deps openapi bench clean help
 
 help:
-	@echo "make run     serve the API on http://127.0.0.1:8000 (prints a token and the docs URL)"
+	@echo "make run     serve the API on http://127.0.0.1:8000 (prints the docs URL, a token, a curl to try)"
 	@echo "make test    run the whole test suite against a real PostgreSQL"
 	@echo "             (and the Citus suite when CITUS_SRC names a Citus source tarball)"
 	@echo "make test-citus  the API suite on a local Citus cluster (docs/scaling.md)"

@@ -4,9 +4,11 @@ row counts, states the API cannot produce, locks, the counters check."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
@@ -75,6 +77,21 @@ def is_uuid(value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+@contextmanager
+def server_data_dir(prefix: str) -> Iterator[Path]:
+    """A fresh folder for an embedded PostgreSQL a test starts, removed afterwards.
+
+    Not under pytest's temporary folder: another pytest session of the same user makes that
+    folder private again (0700), and the server, which runs as another user, then loses its
+    own files (initdb fails, or the server PANICs at shutdown).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"aurion-{prefix}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def child_url(conversation_id: object) -> str:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import httpx
 import pytest
 
 from harness.processes import free_port
-from tests.support import ROOT
+from tests.support import ROOT, server_data_dir
 
 
 def _aurion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -33,17 +31,12 @@ def _aurion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="module")
 def fresh_env() -> Iterator[dict[str, str]]:
-    """No DATABASE_URL: the commands start an embedded PostgreSQL under a data dir of their own.
-
-    Not under pytest's temporary folder: another pytest session of the same user makes that
-    folder private again (0700), and the server, running as another user, loses its files.
-    """
-    data_dir = tempfile.mkdtemp(prefix="aurion-cli-test-")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["AURION_DATA_DIR"] = data_dir
-    env["AURION_LOG_LEVEL"] = "WARNING"
-    yield env
-    shutil.rmtree(data_dir, ignore_errors=True)
+    """No DATABASE_URL: the commands start an embedded PostgreSQL under a data dir of their own."""
+    with server_data_dir("cli-test") as data_dir:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env["AURION_DATA_DIR"] = str(data_dir)
+        env["AURION_LOG_LEVEL"] = "WARNING"
+        yield env
 
 
 @pytest.fixture(scope="module")

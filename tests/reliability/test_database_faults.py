@@ -31,18 +31,20 @@ from tests.support import (
     assert_unavailable,
     make_settings,
     parent_locked,
+    server_data_dir,
     started_app,
 )
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def cluster() -> Iterator[EmbeddedPostgres]:
     # Durable settings: the crash test checks that every acknowledged commit survives.
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("faulty-postgres"))
-    url = pg.start("aurion")
-    upgrade(url)
-    yield pg
-    pg.stop("immediate")
+    with server_data_dir("faulty-postgres") as folder:
+        pg = EmbeddedPostgres(folder)
+        url = pg.start("aurion")
+        upgrade(url)
+        yield pg
+        pg.stop("immediate")
 
 
 @pytest.fixture(scope="module")
