@@ -67,6 +67,16 @@ class DatabaseUnavailable(AppError):
     message = "The database is unavailable; retry shortly."
 
 
+class InvalidInput(Exception):
+    """Input found invalid only against the stored data (e.g. an id that names nothing the
+    request may use): rendered as a 422 in FastAPI's shape, like any other validation error.
+    ``errors`` are ``{"loc", "msg", "type"}`` items."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
 class ErrorBody(BaseModel):
     """Every non-validation error."""
 
@@ -194,6 +204,11 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    return validation_response(exc.errors)
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -270,6 +285,7 @@ def database_unavailable_response() -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database failures are handled inside the exception middleware (no re-raise, no traceback
     # noise for an expected outage); anything else falls through to the server-error handler.
