@@ -18,6 +18,9 @@ from tests.conftest import ROOT
 OPENAPI_JSON = ROOT / "openapi.json"
 OPERATIONS = {
     ("post", "/api/v2/conversations/{conversation_id}/children"): "createChildConversation",
+    ("post", "/api/v2/conversations/{conversation_id}/children/batch"): (
+        "createChildConversationsBatch"
+    ),
     ("post", "/api/v2/conversations"): "createConversation",
     ("get", "/api/v2/conversations/{conversation_id}"): "getConversation",
     ("get", "/api/v2/conversations/{conversation_id}/children"): "listChildConversations",
