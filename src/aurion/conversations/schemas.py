@@ -404,10 +404,13 @@ def _distinct(ids: list[UUID]) -> list[UUID]:
     return ids
 
 
-def _overrides_have_no_default(schema: dict[str, Any]) -> None:
-    # An absent override means "inherit", not the default createConversation would apply.
-    for name in INHERITED_FIELDS:
-        schema["properties"][name].pop("default", None)
+def _optional_fields_have_no_default(schema: dict[str, Any]) -> None:
+    # An absent override means "inherit", not the default createConversation would apply; and
+    # generators that make a field with a default required (openapi-typescript) would require
+    # every optional field of the body, where `{"subject": ...}` alone must do.
+    for name, prop in schema["properties"].items():
+        if name != "subject":
+            prop.pop("default", None)
 
 
 class ChildConversationCreate(ConversationContext):
@@ -418,7 +421,7 @@ class ChildConversationCreate(ConversationContext):
     an absent field is inherited. `{"subject": ...}` alone creates a child exactly like the parent.
     `copy_message_ids` copies messages of the parent (oldest first), then `message` is added."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_overrides_have_no_default)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_fields_have_no_default)
 
     subject: Subject = _f(
         "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
