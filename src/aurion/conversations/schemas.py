@@ -441,6 +441,7 @@ class ChildConversationCreate(ConversationContext):
         [UUID_EXAMPLE],
         default=[],
         max_length=MAX_COPIED_MESSAGES,
+        json_schema_extra={"uniqueItems": True},
     )
 
     def overrides(self) -> dict[str, Any]:
