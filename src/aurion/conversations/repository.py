@@ -72,7 +72,7 @@ def message_json_sql(alias: str) -> str:
 
 
 def conversation_json_sql(alias: str, messages: str) -> str:
-    """The public object of the conversation row ``alias``, with ``messages`` (jsonb) embedded."""
+    """The public object of the conversation row ``alias``, with ``messages`` (json) embedded."""
     tab_counts = json_object_sql(
         {
             "activities": f"{alias}.n_activities",
@@ -89,9 +89,9 @@ def conversation_json_sql(alias: str, messages: str) -> str:
 
 
 def newest_messages_sql(alias: str) -> str:
-    """The newest messages of ``alias`` (at most 200), oldest first, as a jsonb array."""
-    return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::jsonb ELSE (
-        SELECT jsonb_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
+    """The newest messages of ``alias`` (at most 200), oldest first, as a json array."""
+    return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::json ELSE (
+        SELECT json_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
         FROM (SELECT * FROM messages
               WHERE workspace_id = {alias}.workspace_id AND conversation_id = {alias}.id
               ORDER BY created_at DESC, id DESC
@@ -99,7 +99,7 @@ def newest_messages_sql(alias: str) -> str:
 
 
 def rendered_cte(source: str, messages: str) -> str:
-    """The CTE ``rendered``: ``doc`` (jsonb, for events) and ``body`` (the response's bytes),
+    """The CTE ``rendered``: ``doc`` (json, for events) and ``body`` (the response's bytes),
     with the object's ``id`` and ``version``, for each row of ``source``."""
     return f"""rendered AS (
     SELECT r.doc, convert_to(r.doc::text, 'UTF8') AS body, r.id, r.version
@@ -165,8 +165,8 @@ _change_payload = (
     "'overridden_fields', to_jsonb(i.overridden), 'copied_message_ids', to_jsonb(i.copy_ids)"
 )
 _child_messages = (
-    f"(SELECT coalesce(jsonb_agg({message_json_sql('m')} ORDER BY m.created_at, m.id), "
-    "'[]'::jsonb) FROM child_message m WHERE m.conversation_id = child.id)"
+    f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.created_at, m.id), "
+    "'[]'::json) FROM child_message m WHERE m.conversation_id = child.id)"
 )
 
 
@@ -309,7 +309,7 @@ FROM checked LEFT JOIN {out} ON true
 # A batch's response: its children's objects in request order, as one JSON document.
 _BATCH_RENDERED = """
 batch_rendered AS (
-    SELECT convert_to(jsonb_build_object('items', jsonb_agg(r.doc ORDER BY i.n))::text, 'UTF8')
+    SELECT convert_to(json_build_object('items', json_agg(r.doc ORDER BY i.n))::text, 'UTF8')
         AS body, NULL::uuid AS id, NULL::int AS version
     FROM rendered r JOIN items i ON i.child_id = r.id
     HAVING count(*) > 0
@@ -399,7 +399,7 @@ conversation AS (
 ), {
         rendered_cte(
             "conversation",
-            f"(SELECT coalesce(jsonb_agg({message_json_sql('m')} ORDER BY m.id), '[]'::jsonb)"
+            f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.id), '[]'::json)"
             " FROM message m)",
         )
     },{
@@ -450,9 +450,9 @@ SELECT EXISTS (
         WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
     ) AS found,
     convert_to(coalesce(
-        jsonb_agg({conversation_json_sql("c", newest_messages_sql("c"))} ORDER BY c.id DESC)
+        json_agg({conversation_json_sql("c", newest_messages_sql("c"))} ORDER BY c.id DESC)
             FILTER (WHERE c.rn <= :limit),
-        '[]'::jsonb)::text, 'UTF8') AS items,
+        '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
     (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id
 FROM page c
