@@ -487,6 +487,35 @@ class TestBatch:
         assert [r.data["conversation"] for r in batch_events] == items
         await assert_counters_exact(engine, workspace)
 
+    async def test_a_subject_alone_gives_the_same_child_alone_or_in_a_batch(
+        self, client: httpx.AsyncClient, create_parent: Factory, auth: dict[str, str],
+        engine: AsyncEngine, workspace: str,
+    ) -> None:  # fmt: skip
+        # A child with nothing but a subject is made by a leaner statement than a batch item.
+        parent = await create_parent(**FULL_PARENT)
+        alone = (
+            await client.post(child_url(parent["id"]), json={"subject": "s"}, headers=auth)
+        ).json()
+        [batched] = (
+            await client.post(
+                batch_url(parent["id"]), json={"children": [{"subject": "s"}]}, headers=auth
+            )
+        ).json()["items"]
+        volatile = {"id", "created_at", "updated_at", "assigned_at"}
+        assert {k: v for k, v in alone.items() if k not in volatile} == {
+            k: v for k, v in batched.items() if k not in volatile
+        }
+        payloads = {}
+        for row in await activities(engine, workspace):
+            if row.kind in ("created_from_parent", "child_created"):
+                child = row.payload.get("child_id", row.cid)
+                payloads[(child == alone["id"], row.kind)] = {
+                    k: v for k, v in row.payload.items() if k != "child_id"
+                }
+        assert payloads[(True, "child_created")] == payloads[(False, "child_created")]
+        assert payloads[(True, "created_from_parent")] == payloads[(False, "created_from_parent")]
+        await assert_counters_exact(engine, workspace)
+
     async def test_a_resolved_parent_is_reopened_once(
         self, client: httpx.AsyncClient, create_parent: Factory, auth: dict[str, str],
         engine: AsyncEngine, workspace: str,

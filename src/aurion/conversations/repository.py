@@ -11,6 +11,7 @@ filters on ``workspace_id`` first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -136,15 +137,20 @@ ITEM_COLUMNS: dict[str, str] = {
 }
 _JSONB_ITEM_COLUMNS = frozenset(k for k, t in ITEM_COLUMNS.items() if t == "JSONB")
 
-# One child: each column a typed parameter of its own name.
-_ONE_ITEM = (
-    "items AS (SELECT "
-    + ", ".join(
-        "1 AS n" if name == "n" else f":{name}::{sql_type} AS {name}"
-        for name, sql_type in ITEM_COLUMNS.items()
+# A child with nothing but a subject needs none of the columns that describe what differs
+# from the parent (the lean statement below does not read them).
+PLAIN_ITEM_COLUMNS = ("child_id", "subject", "activity_ids", "event_id")
+
+
+def _one_item(columns: Iterable[str]) -> str:
+    """One child: each of ``columns`` a typed parameter of its own name."""
+    return (
+        "items AS (SELECT 1 AS n, "
+        + ", ".join(f":{name}::{ITEM_COLUMNS[name]} AS {name}" for name in columns)
+        + ")"
     )
-    + ")"
-)
+
+
 # A batch: the items as a JSON array of objects, one row each.
 _MANY_ITEMS = (
     "items AS (SELECT * FROM jsonb_to_recordset(:items::jsonb) AS i("
@@ -157,22 +163,77 @@ def _inherited_or_overridden(column: str) -> str:
     return f"CASE WHEN '{column}' = ANY(i.overridden) THEN i.o_{column} ELSE ok.{column} END"
 
 
-_resulting = ",\n        ".join(f"{_inherited_or_overridden(c)} AS {c}" for c in INHERITED_COLUMNS)
 _copied = ", ".join(INHERITED_COLUMNS)
 _copied_from_v = ", ".join(f"v.{c}" for c in INHERITED_COLUMNS)
 _new_message = ", ".join(NEW_MESSAGE_COLUMNS)
-_change_payload = (
-    "'overridden_fields', to_jsonb(i.overridden), 'copied_message_ids', to_jsonb(i.copy_ids)"
-)
-_child_messages = (
-    f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.created_at, m.id), "
-    "'[]'::json) FROM child_message m WHERE m.conversation_id = child.id)"
-)
+
+# What differs from the parent: the parts of the statement that only a rich request needs (and
+# what the lean statement has in their place, so that both share the rest of their text).
+_RICH = {
+    "stray": """ stray AS (
+    -- The first id to copy (in request order) that is not a message of the parent.
+    SELECT i.n, u.idx
+    FROM items i CROSS JOIN LATERAL unnest(i.copy_ids) WITH ORDINALITY AS u(id, idx)
+    WHERE (SELECT claimed FROM gate) AND NOT EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.workspace_id = :workspace_id AND m.id = u.id AND m.conversation_id = :parent_id
+    )
+    ORDER BY i.n, u.idx
+    LIMIT 1
+),""",
+    "stray_check": "WHEN EXISTS (SELECT 1 FROM stray) THEN 'message_not_in_parent'",
+    "stray_detail": "WHEN 'message_not_in_parent' THEN (SELECT n || ':' || idx FROM stray)",
+    "resulting": ",\n        ".join(
+        f"{_inherited_or_overridden(c)} AS {c}" for c in INHERITED_COLUMNS
+    ),
+    "n_messages": "coalesce(cardinality(i.copy_ids), 0) + (i.m_body IS NOT NULL)::int",
+    "child_message": f"""
+child_message AS (
+    -- Copies in the parent's order (new ids in that order), then the first message.
+    INSERT INTO messages (
+        workspace_id, id, conversation_id, conversation_version, {_new_message},
+        source_message_id, created_at
+    )
+    SELECT :workspace_id, i.message_ids[c.rank], i.child_id, 1,
+        c.{", c.".join(NEW_MESSAGE_COLUMNS)}, c.id::text, :now
+    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (
+        SELECT m.*, row_number() OVER (ORDER BY m.created_at, m.id) AS rank
+        FROM messages m
+        WHERE m.workspace_id = :workspace_id AND m.conversation_id = ok.id
+          AND m.id = ANY(i.copy_ids)
+    ) AS c
+    UNION ALL
+    SELECT :workspace_id, i.message_ids[coalesce(cardinality(i.copy_ids), 0) + 1], i.child_id,
+        1, i.m_{", i.m_".join(NEW_MESSAGE_COLUMNS)}, NULL, :now
+    FROM ok CROSS JOIN items i
+    WHERE i.m_body IS NOT NULL
+    RETURNING *
+),""",
+    "change": "to_jsonb(i.overridden), 'copied_message_ids', to_jsonb(i.copy_ids)",
+    "messages": f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.created_at, m.id), "
+    "'[]'::json) FROM child_message m WHERE m.conversation_id = child.id)",
+}
+_PLAIN = {
+    "stray": "",
+    "stray_check": "",
+    "stray_detail": "",
+    "resulting": ", ".join(f"ok.{c} AS {c}" for c in INHERITED_COLUMNS),
+    "n_messages": "0",
+    "child_message": "",
+    "change": "'[]'::jsonb, 'copied_message_ids', '[]'::jsonb",
+    "messages": "'[]'::json",
+}
 
 
-def _create_children_sql(claim: str, items: str, out: str, response: str) -> Statement:
+def _create_children_sql(
+    claim: str, items: str, out: str, response: str, *, rich: bool = True
+) -> Statement:
     """Create the children of ``items`` under one parent, all or none; ``out`` is the CTE
-    whose ``body`` the statement returns (and ``response`` stores with the key)."""
+    whose ``body`` the statement returns (and ``response`` stores with the key). Without
+    ``rich``, the lean statement of a child that differs from its parent in nothing but its
+    subject (``items`` has only ``PLAIN_ITEM_COLUMNS``): no overrides, message or copies."""
+    part = _RICH if rich else _PLAIN
+    change = f"'overridden_fields', {part['change']}"
     return Statement(f"""
 WITH {claim},
 {items},
@@ -186,21 +247,11 @@ batch AS (
     WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
       AND (SELECT claimed FROM gate)
     FOR NO KEY UPDATE
-), stray AS (
-    -- The first id to copy (in request order) that is not a message of the parent.
-    SELECT i.n, u.idx
-    FROM items i CROSS JOIN LATERAL unnest(i.copy_ids) WITH ORDINALITY AS u(id, idx)
-    WHERE (SELECT claimed FROM gate) AND NOT EXISTS (
-        SELECT 1 FROM messages m
-        WHERE m.workspace_id = :workspace_id AND m.id = u.id AND m.conversation_id = :parent_id
-    )
-    ORDER BY i.n, u.idx
-    LIMIT 1
-), checked AS (
+),{part["stray"]} checked AS (
     SELECT p.*, CASE
         WHEN NOT (SELECT claimed FROM gate) THEN NULL
         WHEN p.id IS NULL THEN 'conversation_not_found'
-        WHEN EXISTS (SELECT 1 FROM stray) THEN 'message_not_in_parent'
+        {part["stray_check"]}
         WHEN :if_match::int[] IS NOT NULL AND p.version <> ALL(:if_match::int[])
             THEN 'precondition_failed'
         WHEN p.merged_into_id IS NOT NULL THEN 'parent_merged'
@@ -234,39 +285,19 @@ batch AS (
         'child',
         CASE WHEN v.assignee_user_id IS NOT NULL OR v.assignee_team_id IS NOT NULL
              THEN :now::timestamptz END,
-        coalesce(cardinality(i.copy_ids), 0) + (i.m_body IS NOT NULL)::int, 1, {_copied_from_v}
+        {part["n_messages"]}, 1, {_copied_from_v}
     FROM ok CROSS JOIN items i CROSS JOIN LATERAL (SELECT
-        {_resulting}
+        {part["resulting"]}
     ) AS v
     RETURNING *
-), child_message AS (
-    -- Copies in the parent's order (new ids in that order), then the first message.
-    INSERT INTO messages (
-        workspace_id, id, conversation_id, conversation_version, {_new_message},
-        source_message_id, created_at
-    )
-    SELECT :workspace_id, i.message_ids[c.rank], i.child_id, 1,
-        c.{", c.".join(NEW_MESSAGE_COLUMNS)}, c.id::text, :now
-    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (
-        SELECT m.*, row_number() OVER (ORDER BY m.created_at, m.id) AS rank
-        FROM messages m
-        WHERE m.workspace_id = :workspace_id AND m.conversation_id = ok.id
-          AND m.id = ANY(i.copy_ids)
-    ) AS c
-    UNION ALL
-    SELECT :workspace_id, i.message_ids[coalesce(cardinality(i.copy_ids), 0) + 1], i.child_id,
-        1, i.m_{", i.m_".join(NEW_MESSAGE_COLUMNS)}, NULL, :now
-    FROM ok CROSS JOIN items i
-    WHERE i.m_body IS NOT NULL
-    RETURNING *
-), activity AS (
+),{part["child_message"]} activity AS (
     INSERT INTO activities (workspace_id, id, conversation_id, kind, actor, payload, created_at)
     SELECT :workspace_id, a.id, a.conversation_id, a.kind, :caller, a.payload, :now
     FROM ok CROSS JOIN items i CROSS JOIN LATERAL (VALUES
         (i.activity_ids[1], i.child_id, 'created_from_parent',
-         jsonb_build_object('parent_id', ok.id, {_change_payload})),
+         jsonb_build_object('parent_id', ok.id, {change})),
         (i.activity_ids[2], ok.id, 'child_created',
-         jsonb_build_object('child_id', i.child_id, 'subject', i.subject, {_change_payload}))
+         jsonb_build_object('child_id', i.child_id, 'subject', i.subject, {change}))
     ) AS a(id, conversation_id, kind, payload)
     UNION ALL
     SELECT :workspace_id, :reopened_activity_id::uuid, ok.id, 'reopened', :caller,
@@ -274,7 +305,7 @@ batch AS (
                            'child_id', b.first_child_id), :now
     FROM ok CROSS JOIN batch b
     WHERE ok.status IN {RESOLVED}
-), {rendered_cte("child", _child_messages)},{
+), {rendered_cte("child", part["messages"])},{
         event_cte(
             "child_created",
             "child.created",
@@ -296,7 +327,7 @@ batch AS (
     }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
     WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
-        WHEN 'message_not_in_parent' THEN (SELECT n || ':' || idx FROM stray)
+        {part["stray_detail"]}
         WHEN 'precondition_failed' THEN checked.version::text
         WHEN 'parent_merged' THEN checked.merged_into_id::text
         WHEN 'parent_is_child' THEN checked.parent_id::text
@@ -315,9 +346,14 @@ batch_rendered AS (
     HAVING count(*) > 0
 )"""
 
+_ONE_ITEM = _one_item(name for name in ITEM_COLUMNS if name != "n")
+_PLAIN_ITEM = _one_item(PLAIN_ITEM_COLUMNS)
+_CHILD_RESPONSE = "," + response_cte(201, "rendered", LOCATION_PREFIX)
 CREATE_CHILD = _create_children_sql(UNCLAIMED_CTE, _ONE_ITEM, "rendered", "")
-CREATE_CHILD_IDEMPOTENT = _create_children_sql(
-    CLAIM_CTE, _ONE_ITEM, "rendered", "," + response_cte(201, "rendered", LOCATION_PREFIX)
+CREATE_CHILD_IDEMPOTENT = _create_children_sql(CLAIM_CTE, _ONE_ITEM, "rendered", _CHILD_RESPONSE)
+CREATE_PLAIN_CHILD = _create_children_sql(UNCLAIMED_CTE, _PLAIN_ITEM, "rendered", "", rich=False)
+CREATE_PLAIN_CHILD_IDEMPOTENT = _create_children_sql(
+    CLAIM_CTE, _PLAIN_ITEM, "rendered", _CHILD_RESPONSE, rich=False
 )
 CREATE_CHILDREN = _create_children_sql(
     UNCLAIMED_CTE, _MANY_ITEMS, "batch_rendered", "," + _BATCH_RENDERED
@@ -340,10 +376,16 @@ async def create_child(
     """Create one child (values: workspace_id, caller, parent_id, now, max_children, if_match,
     reopened_activity_id, reopened_event_id, and the claim's; ``item``: the ``ITEM_COLUMNS``
     but ``n``). The row has ``claimed`` (false: the key is taken, nothing was written) and
-    ``body`` (the child, rendered)."""
+    ``body`` (the child, rendered).
+
+    A child that differs from its parent only in its subject (the usual case) is created by
+    the lean statement, which does not plan or run what overrides, messages and copies need."""
     params = {k: _json(v) if k in _JSONB_ITEM_COLUMNS and v is not None else v
               for k, v in item.items()}  # fmt: skip
-    statement = CREATE_CHILD_IDEMPOTENT if idempotent else CREATE_CHILD
+    if item["overridden"] or item["copy_ids"] or item["m_body"] is not None:
+        statement = CREATE_CHILD_IDEMPOTENT if idempotent else CREATE_CHILD
+    else:
+        statement = CREATE_PLAIN_CHILD_IDEMPOTENT if idempotent else CREATE_PLAIN_CHILD
     return await db.fetchrow(statement, {**values, **params})
 
 
