@@ -275,7 +275,7 @@ batch AS (
             + CASE WHEN c.status IN {RESOLVED} THEN 1 ELSE 0 END,
         status = CASE WHEN c.status IN {RESOLVED} THEN 'open' ELSE c.status END
     FROM ok CROSS JOIN batch b
-    WHERE c.workspace_id = :workspace_id AND c.id = ok.id
+    WHERE c.workspace_id = :workspace_id AND c.id = :parent_id
 ), child AS (
     INSERT INTO conversations (
         workspace_id, id, parent_id, subject, status, version, created_at, updated_at,
