@@ -199,7 +199,7 @@ child_message AS (
     FROM ok CROSS JOIN items i CROSS JOIN LATERAL (
         SELECT m.*, row_number() OVER (ORDER BY m.created_at, m.id) AS rank
         FROM messages m
-        WHERE m.workspace_id = :workspace_id AND m.conversation_id = ok.id
+        WHERE m.workspace_id = :workspace_id AND m.conversation_id = :parent_id
           AND m.id = ANY(i.copy_ids)
     ) AS c
     UNION ALL
