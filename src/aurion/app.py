@@ -18,6 +18,7 @@ from sqlalchemy import text
 from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
+from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings)
         app.state.engine = create_engine(settings, url)
-        app.state.connection_queue = ConnectionQueue(app.state.engine, settings)
+        app.state.db = Db(
+            queue=ConnectionQueue(app.state.engine, settings), pgbouncer=settings.db_pgbouncer
+        )
         app.state.database_url = url
         purger = None
         if settings.idempotency_purge_interval_seconds:
