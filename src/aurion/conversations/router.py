@@ -6,9 +6,9 @@ to make here, and nothing to roll back on a refusal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
 from aurion.auth import ReadPrincipal, WritePrincipal
@@ -67,6 +67,44 @@ _CHILD_ERRORS = (
 )
 
 
+# The docs page fills "Try it out" with the first example: a subject alone works on any parent
+# (an example built from every field's example would copy a message id no parent has).
+_CHILD_EXAMPLES: dict[str, Any] = {
+    "subject": {
+        "summary": "A subject: everything else is inherited",
+        "value": {"subject": "Refund the duplicate charge"},
+    },
+    "split": {
+        "summary": "A split: another team, higher priority, a note",
+        "description": "Add `copy_message_ids` with ids of the parent's messages (GET the "
+        "parent) to carry them over.",
+        "value": {
+            "subject": "Refund the duplicate charge",
+            "assignee_team_id": "team_billing",
+            "assignee_team_name": "Billing",
+            "assignee_user_id": None,
+            "assignee_user_name": None,
+            "priority": "urgent",
+            "message": {
+                "body": "Split off: Billing refunds the duplicate charge.",
+                "is_internal": True,
+            },
+        },
+    },
+}
+_BATCH_EXAMPLES: dict[str, Any] = {
+    "two": {
+        "summary": "Two children at once",
+        "value": {
+            "children": [
+                {"subject": "Refund the duplicate charge", "assignee_team_id": "team_billing"},
+                {"subject": "Replace the damaged item", "priority": "urgent"},
+            ]
+        },
+    }
+}
+
+
 def _child_responses(*where: str | int) -> dict[int | str, Any]:
     """The errors of child creation, with the 422 of a copied id that is not the parent's."""
     responses = error_responses(*_CHILD_ERRORS)
@@ -104,7 +142,7 @@ def _child_responses(*where: str | int) -> dict[int | str, Any]:
 async def create_child_conversation(
     request: Request,
     conversation_id: ConversationID,
-    body: ChildConversationCreate,
+    body: Annotated[ChildConversationCreate, Body(openapi_examples=_CHILD_EXAMPLES)],
     principal: WritePrincipal,
     db: DbDep,
     if_match: IfMatchVersions,
@@ -149,7 +187,7 @@ async def create_child_conversation(
 async def create_child_conversations_batch(
     request: Request,
     conversation_id: ConversationID,
-    body: ChildConversationBatchCreate,
+    body: Annotated[ChildConversationBatchCreate, Body(openapi_examples=_BATCH_EXAMPLES)],
     principal: WritePrincipal,
     db: DbDep,
     if_match: IfMatchVersions,
