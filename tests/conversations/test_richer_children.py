@@ -436,7 +436,8 @@ def splits(parent: dict[str, Any]) -> list[dict[str, Any]]:
         {"subject": "Refund", "assignee_team_id": "team_billing", "tags": ["refund"],
          "message": {"body": "Billing: refund it.", "is_internal": True},
          "copy_message_ids": [second, first]},
-        {"subject": "Replace the item", "priority": "low"},
+        {"subject": "Replace the item", "priority": "low", "contact_phone": None,
+         "sla_resolution_due": "2031-01-01T02:00:00+02:00"},
         {"subject": "Courier claim", "copy_message_ids": [first],
          "custom_attrs": {"claim": True}},
     ]  # fmt: skip
@@ -470,6 +471,8 @@ class TestBatch:
             assert child["parent_id"] == parent["id"]
             assert await get(client, child["id"], auth) == child
         assert items[0]["assignee_team_id"] == "team_billing"
+        assert items[1]["sla_resolution_due"] == "2031-01-01T00:00:00Z"
+        assert items[1]["contact_phone"] is None
         assert [m["source_message_id"] for m in items[0]["messages"]] == [
             parent["messages"][0]["id"], parent["messages"][1]["id"], None
         ]  # fmt: skip
