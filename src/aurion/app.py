@@ -20,6 +20,7 @@ from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.router import router as conversations_router
 from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
+from aurion.db.turns import Turns
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
 from aurion.idempotency.service import purge_periodically
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)
