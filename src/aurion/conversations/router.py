@@ -205,15 +205,18 @@ async def create_child_conversations_batch(
     child and a single new version. A 422 locates the item: `["body", "children", i, ...]`.
     With an `Idempotency-Key`, a retry returns the whole first response.
     """
-    result = await service.create_children(
-        db,
-        principal,
-        conversation_id,
-        body,
-        if_match=if_match,
-        claim=claim_for(request, body, idempotency_key),
-        max_children=request.app.state.settings.max_children_per_parent,
-    )
+    state = request.app.state
+    claim = claim_for(request, body, idempotency_key)
+    async with state.turns.turn(conversation_id):  # in line with single creations
+        result = await service.create_children(
+            db,
+            principal,
+            conversation_id,
+            body,
+            if_match=if_match,
+            claim=claim,
+            max_children=state.settings.max_children_per_parent,
+        )
     return written_response(result)
 
 
