@@ -689,6 +689,27 @@ class TestBatch:
         assert single.json()["code"] == "idempotency_key_reused"
         assert (await get(client, parent["id"], auth))["version"] == 2
 
+    async def test_concurrent_duplicates_create_one_batch(
+        self, database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+    ) -> None:
+        async with client_with(database_url) as c:
+            parent = (
+                await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+            ).json()
+            body = {"children": [{"subject": f"c{i}", "priority": "low"} for i in range(5)]}
+            headers = {**auth, "Idempotency-Key": "one-batch"}
+            responses = await asyncio.gather(
+                *[c.post(batch_url(parent["id"]), json=body, headers=headers) for _ in range(8)]
+            )
+            created = [r for r in responses if r.status_code == 201]
+            assert {r.status_code for r in responses} <= {201, 409}
+            assert {r.content for r in created} == {created[0].content}
+            assert all(r.json()["code"] == "idempotency_key_in_use"
+                       for r in responses if r.status_code == 409)  # fmt: skip
+            assert (await get(c, parent["id"], auth))["version"] == 2
+        assert (await count_rows(engine, workspace))["conversations"] == 6
+        await assert_counters_exact(engine, workspace)
+
     async def test_an_absent_override_and_an_explicit_default_are_different_requests(
         self, client: httpx.AsyncClient, create_parent: Factory, auth: dict[str, str]
     ) -> None:
