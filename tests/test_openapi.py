@@ -18,6 +18,9 @@ from tests.support import ROOT
 OPENAPI_JSON = ROOT / "openapi.json"
 OPERATIONS = {
     ("post", "/api/v2/conversations/{conversation_id}/children"): "createChildConversation",
+    ("post", "/api/v2/conversations/{conversation_id}/children/batch"): (
+        "createChildConversationsBatch"
+    ),
     ("post", "/api/v2/conversations"): "createConversation",
     ("get", "/api/v2/conversations/{conversation_id}"): "getConversation",
     ("get", "/api/v2/conversations/{conversation_id}/children"): "listChildConversations",
@@ -144,3 +147,15 @@ def test_the_body_of_create_child_is_closed_and_exemplified(document: dict[str, 
     assert body["additionalProperties"] is False
     assert body["required"] == ["subject"]
     assert body["properties"]["subject"]["examples"] == ["Refund the duplicate charge"]
+
+
+def test_try_it_out_starts_from_bodies_that_work_on_any_parent(document: dict[str, Any]) -> None:
+    # Swagger UI fills the body with the first example: it must not copy a message id that no
+    # parent has (an example assembled from every field's example would).
+    for path in ("/children", "/children/batch"):
+        operation = document["paths"]["/api/v2/conversations/{conversation_id}" + path]["post"]
+        examples = operation["requestBody"]["content"]["application/json"]["examples"]
+        first = next(iter(examples.values()))["value"]
+        bodies = first.get("children", [first])
+        assert all("copy_message_ids" not in body for body in bodies)
+        assert all(body["subject"] for body in bodies)

@@ -22,6 +22,7 @@ from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
 from aurion.db.errors import is_database_unavailable
 from aurion.db.location import DatabaseLocation
+from aurion.db.turns import Turns
 from aurion.docs import install_docs
 from aurion.errors import DatabaseUnavailable, MigrationsPending, install_error_handlers
 from aurion.idempotency.service import purge_periodically
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)

@@ -91,6 +91,16 @@ class MigrationsPending(AppError):
     message = "The database schema is not at the latest migration."
 
 
+class InvalidInput(Exception):
+    """Input found invalid only against the stored data (e.g. an id that names nothing the
+    request may use): rendered as a 422 in FastAPI's shape, like any other validation error.
+    ``errors`` are ``{"loc", "msg", "type"}`` items."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
 class InternalError(AppError):
     status_code = 500
     code = "internal_error"
@@ -162,6 +172,11 @@ def _is_json(content_type: str | None) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    return validation_response(exc.errors)
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -213,6 +228,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database failures are handled inside the exception middleware (no re-raise, no traceback
     # noise for an expected outage); anything else falls through to the server-error handler.

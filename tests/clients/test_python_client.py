@@ -58,6 +58,7 @@ def client_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         names = [
             "aurion_client",
             "aurion_client.api.conversations.create_child_conversation",
+            "aurion_client.api.conversations.create_child_conversations_batch",
             "aurion_client.api.conversations.create_conversation",
             "aurion_client.models",
         ]
@@ -121,3 +122,48 @@ def test_generated_client_parses_a_declared_error(
     assert missing.status_code == 404
     assert isinstance(missing.parsed, models.ErrorBody)
     assert missing.parsed.code == "conversation_not_found"
+
+
+def test_generated_client_splits_a_ticket(client_package: dict[str, ModuleType], api: Any) -> None:
+    models = client_package["models"]
+    parent = (
+        client_package["create_conversation"]
+        .sync_detailed(
+            client=api,
+            body=models.ConversationCreate(
+                subject="Order #1001 arrived damaged",
+                tags=["vip"],
+                assignee_user_id="user_dana",
+                messages=[models.MessageCreate(body="It arrived cracked.", sender_type="contact")],
+            ),
+        )
+        .parsed
+    )
+    customer_message = parent.messages[0].id
+    created = client_package["create_child_conversations_batch"].sync_detailed(
+        client=api,
+        conversation_id=parent.id,
+        body=models.ChildConversationBatchCreate(
+            children=[
+                models.ChildConversationCreate(
+                    subject="Refund the damaged item",
+                    assignee_team_id="team_billing",
+                    assignee_user_id=None,  # sent as null: cleared, not inherited
+                    message=models.MessageCreate(body="Split off for Billing.", is_internal=True),
+                    copy_message_ids=[customer_message],
+                ),
+                models.ChildConversationCreate(subject="Replace it", priority="urgent"),
+            ]
+        ),
+        idempotency_key=f"sdk-{uuid.uuid4().hex}",
+    )
+    assert created.status_code == 201, created.content
+    assert isinstance(created.parsed, models.ConversationBatch)
+    refund, replace = created.parsed.items
+    assert refund.assignee_team_id == "team_billing"
+    assert refund.assignee_user_id is None
+    assert refund.tags == ["vip"]
+    assert [m.source_message_id for m in refund.messages] == [str(customer_message), None]
+    assert refund.messages[1].is_internal is True
+    assert replace.priority == "urgent"
+    assert replace.assignee_user_id == "user_dana"  # absent: inherited

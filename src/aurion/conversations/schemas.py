@@ -7,10 +7,10 @@ The read schemas define the public objects: PostgreSQL renders each response fro
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool
 
 from aurion.conversations.fields import (
     TIME_EXAMPLE,
@@ -173,17 +173,6 @@ class ConversationPage(BaseModel):
 # ---------------------------------------------------------------- write models
 
 
-class ChildConversationCreate(BaseModel):
-    """Body of createChildConversation: only the subject; everything else is inherited."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    subject: Subject = documented(
-        "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
-        "Refund the duplicate charge",
-    )
-
-
 class MessageCreate(BaseModel):
     """An initial message of a new conversation."""
 
@@ -205,25 +194,21 @@ class MessageCreate(BaseModel):
     )
 
 
-class ConversationCreate(BaseModel):
-    """Body of createConversation: a subject and the writable context fields."""
+class ConversationContext(BaseModel):
+    """The subject and the context a child inherits from its parent (the inheritance table of
+    SPEC §2): one definition of each field, for createConversation and createChildConversation."""
 
     model_config = ConfigDict(extra="forbid")
 
     subject: Subject = documented(
         "Subject; trimmed; 1–500 characters.", "Order #1001 never arrived"
     )
-    status: Status = documented("Initial status.", "open", default="open")
     priority: Priority | None = documented("Priority.", "high", default=None)
     urgency: Label | None = documented("Urgency label.", "high", default=None)
     impact: Label | None = documented("Impact label.", "single_user", default=None)
     category: Label | None = documented("Category.", "shipping", default=None)
     sub_category: Label | None = documented("Sub-category.", "lost_parcel", default=None)
     channel: Label | None = documented("Channel.", "email", default=None)
-    source: Label | None = documented("Origin system.", "email", default=None)
-    source_thread_id: Label | None = documented(
-        "Thread id in the origin system.", None, default=None
-    )
     conversation_type: Label | None = documented("Type.", "incident", default=None)
     company_id: Label | None = documented("Customer company's id.", "comp_1", default=None)
     company_name: Label | None = documented("Customer company's name.", "Acme Corp", default=None)
@@ -259,6 +244,22 @@ class ConversationCreate(BaseModel):
         "SLA: resolution due (with time zone).", TIME_EXAMPLE, default=None
     )
     sla_state: Label | None = documented("SLA state label.", "active", default=None)
+
+
+# The fields a child copies from its parent (SPEC §2) and may override (SPEC §9), in order.
+INHERITED_FIELDS: tuple[str, ...] = tuple(
+    name for name in ConversationContext.model_fields if name != "subject"
+)
+
+
+class ConversationCreate(ConversationContext):
+    """Body of createConversation: a subject and the writable context fields."""
+
+    status: Status = documented("Initial status.", "open", default="open")
+    source: Label | None = documented("Origin system.", "email", default=None)
+    source_thread_id: Label | None = documented(
+        "Thread id in the origin system.", None, default=None
+    )
     planned_start: Timestamp | None = documented("Planned start.", None, default=None)
     planned_end: Timestamp | None = documented("Planned end.", None, default=None)
     planned_effort_minutes: EffortMinutes | None = documented(
@@ -267,3 +268,85 @@ class ConversationCreate(BaseModel):
     messages: list[MessageCreate] = documented(
         "Initial messages, oldest first; at most 100.", [], default=[], max_length=100
     )
+
+
+MAX_COPIED_MESSAGES = 20
+MAX_BATCH_CHILDREN = 50
+
+
+def _distinct(ids: list[UUID]) -> list[UUID]:
+    seen: dict[UUID, int] = {}
+    for index, value in enumerate(ids):
+        if value in seen:
+            raise ValueError(f"repeats the id at index {seen[value]} (at index {index})")
+        seen[value] = index
+    return ids
+
+
+def _optional_fields_have_no_default(schema: dict[str, Any]) -> None:
+    # An absent override means "inherit", not the default createConversation would apply; and
+    # generators that make a field with a default required (openapi-typescript) would require
+    # every optional field of the body, where `{"subject": ...}` alone must do.
+    for name, prop in schema["properties"].items():
+        if name != "subject":
+            prop.pop("default", None)
+
+
+class ChildConversationCreate(ConversationContext):
+    """Body of createChildConversation: the subject and, optionally, what differs from the parent.
+
+    Every field of the inheritance table may be given: it replaces the inherited value (`null`
+    clears a nullable field; `tags` and `custom_attrs` are replaced whole, `[]`/`{}` clear them);
+    an absent field is inherited. `{"subject": ...}` alone creates a child exactly like the parent.
+    `copy_message_ids` copies messages of the parent (oldest first), then `message` is added."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_fields_have_no_default)
+
+    subject: Subject = documented(
+        "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
+        "Refund the duplicate charge",
+    )
+    message: MessageCreate | None = documented(
+        "A first message on the child (after the copied ones), e.g. a note saying why it was "
+        "split off.",
+        {"body": "Split off: the refund is handled by Billing.", "is_internal": True},
+        default=None,
+    )
+    copy_message_ids: Annotated[list[UUID], AfterValidator(_distinct)] = documented(
+        f"Ids of the parent's messages to copy to the child (at most {MAX_COPIED_MESSAGES}, no "
+        "repeats): copied oldest first with new ids, the same body, body_html, content_type, "
+        "sender, is_internal and metadata, and `source_message_id` = the original's id. An id "
+        "that is not a message of the parent is a 422 of type `message_not_in_parent`.",
+        [UUID_EXAMPLE],
+        default=[],
+        max_length=MAX_COPIED_MESSAGES,
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The inherited fields this body sets, by name, in the inheritance table's order."""
+        return {
+            name: getattr(self, name) for name in INHERITED_FIELDS if name in self.model_fields_set
+        }
+
+
+class ChildConversationBatchCreate(BaseModel):
+    """Body of createChildConversationsBatch: the children to create, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    children: list[ChildConversationCreate] = documented(
+        f"The children, 1–{MAX_BATCH_CHILDREN}, each a createChildConversation body.",
+        [
+            {"subject": "Refund the duplicate charge", "assignee_team_id": "team_billing"},
+            {"subject": "Replace the damaged item", "priority": "urgent"},
+        ],
+        min_length=1,
+        max_length=MAX_BATCH_CHILDREN,
+    )
+
+
+class ConversationBatch(BaseModel):
+    """Conversations created together, in the order they were asked for."""
+
+    items: list[Conversation] = documented("The conversations, in request order.")

@@ -51,6 +51,10 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
+            # asyncpg prepares and caches statements up to 15 KiB of text by default; a longer
+            # one (child creation, with its rendering and batch, is about 16 KiB) would be
+            # prepared and planned again on every execution, in an extra round trip.
+            "max_cacheable_statement_size": 64 * 1024,
             "command_timeout": settings.db_statement_timeout_ms / 1000 + 1
             if settings.db_statement_timeout_ms
             else None,

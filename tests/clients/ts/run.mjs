@@ -1,9 +1,10 @@
 // Runs the compiled typed call (build/call.js, from call.ts) against a running server.
 // Env: BASE_URL, TOKEN, PARENT_ID. Prints one JSON line for the Python test.
-import { ApiError, createChild, example } from "./build/call.js";
+import { ApiError, createChild, example, splitExample } from "./build/call.js";
 
 const { BASE_URL, TOKEN, PARENT_ID } = process.env;
 const summary = await example(BASE_URL, TOKEN, PARENT_ID);
+const split = await splitExample(BASE_URL, TOKEN, PARENT_ID);
 let refusal = null;
 try {
   await createChild(BASE_URL, TOKEN, "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70", { subject: "x" });
@@ -11,4 +12,4 @@ try {
   if (!(error instanceof ApiError)) throw error;
   refusal = { status: error.status, code: error.body.code };
 }
-process.stdout.write(JSON.stringify({ summary, refusal }) + "\n");
+process.stdout.write(JSON.stringify({ summary, split, refusal }) + "\n");
