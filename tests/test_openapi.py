@@ -21,6 +21,7 @@ OPERATIONS = {
     ("post", "/api/v2/conversations"): "createConversation",
     ("get", "/api/v2/conversations/{conversation_id}"): "getConversation",
     ("get", "/api/v2/conversations/{conversation_id}/children"): "listChildConversations",
+    ("patch", "/api/v2/conversations/{conversation_id}"): "updateConversation",
 }
 
 

@@ -1,0 +1,93 @@
+"""HTTP layer of the lifecycle operations: status codes and headers around the service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from aurion.auth import WritePrincipal
+from aurion.auth.dependencies import AUTH_ERRORS
+from aurion.conversations.dependencies import ConversationID
+from aurion.conversations.errors import ConversationNotFound, PreconditionFailed
+from aurion.conversations.lifecycle import service
+from aurion.conversations.lifecycle.errors import ConversationBusy, OpenChildren
+from aurion.conversations.lifecycle.schemas import ConversationPatch
+from aurion.conversations.schemas import Conversation
+from aurion.db.driver import DbDep
+from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
+from aurion.http import IfMatchVersions, document_response
+from aurion.settings import Settings
+
+router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
+
+_ETAG = {
+    "ETag": {
+        "description": 'The conversation\'s version after the request, quoted: `"2"`.',
+        "schema": {"type": "string"},
+    }
+}
+_COMMON_ERRORS = (ConversationBusy, PayloadTooLarge, DatabaseUnavailable)
+
+ChildrenMode = Annotated[
+    Literal["resolve"] | None,
+    Query(
+        description="`resolve`: when the update resolves or closes a parent, its open children "
+        "take the same status, whatever `AURION_PARENT_CLOSE_POLICY` says.",
+        examples=["resolve"],
+    ),
+]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.patch(
+    "/{conversation_id}",
+    response_model=Conversation,
+    operation_id="updateConversation",
+    summary="Update a conversation",
+    responses={
+        200: {"description": "The conversation as it is now.", "headers": _ETAG},
+        **error_responses(
+            *AUTH_ERRORS, ConversationNotFound, OpenChildren, PreconditionFailed, *_COMMON_ERRORS
+        ),
+    },
+)
+async def update_conversation(
+    request: Request,
+    conversation_id: ConversationID,
+    body: ConversationPatch,
+    principal: WritePrincipal,
+    db: DbDep,
+    if_match: IfMatchVersions,
+    children: ChildrenMode = None,
+) -> Response:
+    """Update some fields of a conversation.
+
+    Absent fields are unchanged, `null` clears a nullable field, `tags` and `custom_attrs` are
+    replaced whole; `is_spam` and `archived` (write-only) mark the conversation. A change logs an
+    `updated` activity with the old and new values and gives a new version; a request that
+    changes nothing returns the conversation as it is, with the same version.
+
+    Resolving or closing a parent that has open children follows `AURION_PARENT_CLOSE_POLICY`:
+    `block` (the default) refuses with 409 `open_children` (the body lists `open_child_ids`),
+    `cascade` gives the open children the same status (activity `resolved_with_parent`);
+    `?children=resolve` asks for the cascade whatever the policy. Reopening a child of a
+    resolved or closed parent reopens the parent; with `AURION_AUTO_RESOLVE_PARENT=true`,
+    resolving a parent's last open child resolves the parent.
+    """
+    settings = _settings(request)
+    document = await service.update_conversation(
+        db,
+        principal,
+        conversation_id,
+        body,
+        if_match=if_match,
+        cascade=children == "resolve" or settings.parent_close_policy == "cascade",
+        auto_resolve=settings.auto_resolve_parent,
+    )
+    return document_response(document)

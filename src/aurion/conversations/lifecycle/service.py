@@ -1,0 +1,97 @@
+"""Business rules of the lifecycle operations: no HTTP, no commit (each write is one statement).
+
+The rules run in the statements of repository.py, under the locks of the conversations they
+change; this module prepares their values, runs a statement again when it found its snapshot
+stale (``retry``) or needs more ids (``more_ids``), and maps refusals to errors.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from aurion.auth.principal import Principal
+from aurion.conversations.errors import ConversationNotFound, PreconditionFailed
+from aurion.conversations.lifecycle import repository
+from aurion.conversations.lifecycle.errors import ConversationBusy, OpenChildren
+from aurion.conversations.lifecycle.schemas import ConversationPatch
+from aurion.conversations.service import Document, new_id
+from aurion.db.driver import Db, Refused
+from aurion.errors import AppError
+
+# A statement refused as ``retry`` saw a child created or moved between its snapshot and its
+# locks; under a storm of such changes to one family, give up after this many runs (503).
+MAX_RUNS = 5
+BUSY_RETRY_AFTER_SECONDS = "1"
+
+
+def _refusal(refused: Refused) -> AppError:
+    match refused.code:
+        case "conversation_not_found":
+            return ConversationNotFound()
+        case "precondition_failed":
+            return PreconditionFailed(
+                f'The conversation is at version "{refused.detail}"; reload it and retry.'
+            )
+        case "open_children":
+            ids = [i for i in refused.detail.split(",") if i]
+            return OpenChildren(extra={"open_child_ids": ids})
+    raise RuntimeError(f"unknown refusal {refused.code!r}")
+
+
+async def run_statement(
+    db: Db, run: Any, values: dict[str, Any], *, ids: int, refusal: Any = _refusal
+) -> Any:
+    """Run a lifecycle statement with ``ids`` fresh ids for its activities and events, again
+    when it asks for more or found its snapshot stale; refusals become errors."""
+    for _ in range(MAX_RUNS):
+        values["activity_ids"] = [new_id() for _ in range(ids)]
+        values["event_ids"] = [new_id() for _ in range(ids)]
+        try:
+            return await run(db, values)
+        except Refused as refused:
+            if refused.code == "retry":
+                continue
+            if refused.code == "more_ids":
+                ids = int(refused.detail)
+                continue
+            raise refusal(refused) from None
+    raise ConversationBusy(headers={"Retry-After": BUSY_RETRY_AFTER_SECONDS})
+
+
+async def update_conversation(
+    db: Db,
+    principal: Principal,
+    conversation_id: UUID,
+    body: ConversationPatch,
+    *,
+    if_match: list[int] | None,
+    cascade: bool,
+    auto_resolve: bool,
+) -> Document:
+    """Change some fields of a conversation (SPEC §8.1), with the effects of a status change
+    on its children (§8.2) and on its parent (§8.3)."""
+    patch = body.model_dump(mode="json", exclude_unset=True)
+    archived = patch.pop("archived", None)
+    fields = list(patch)
+    if archived is not None:
+        fields.append("archived_at")
+    values: dict[str, Any] = {
+        "workspace_id": principal.workspace_id,
+        "caller": principal.subject,
+        "conversation_id": conversation_id,
+        "patch": orjson.dumps(patch).decode(),
+        "fields": fields,
+        "archived": archived,
+        "if_match": if_match,
+        "cascade": cascade,
+        "auto_resolve": auto_resolve,
+        # Only a status change concerns the children: lock them only then.
+        "lock_children": "status" in patch,
+        "now": datetime.now(UTC),
+    }
+    row = await run_statement(db, repository.update_conversation, values, ids=2)
+    return Document(row["body"], conversation_id, row["version"])
