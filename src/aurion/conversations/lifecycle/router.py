@@ -89,5 +89,40 @@ async def update_conversation(
         if_match=if_match,
         cascade=children == "resolve" or settings.parent_close_policy == "cascade",
         auto_resolve=settings.auto_resolve_parent,
+        max_children=settings.max_children_per_parent,
     )
     return document_response(document)
+
+
+@router.delete(
+    "/{conversation_id}",
+    status_code=204,
+    operation_id="deleteConversation",
+    summary="Delete a conversation",
+    responses={
+        204: {"description": "Deleted; the conversation is now 404 everywhere."},
+        **error_responses(*AUTH_ERRORS, ConversationNotFound, PreconditionFailed, *_COMMON_ERRORS),
+    },
+)
+async def delete_conversation(
+    request: Request,
+    conversation_id: ConversationID,
+    principal: WritePrincipal,
+    db: DbDep,
+    if_match: IfMatchVersions,
+) -> Response:
+    """Delete a conversation (soft delete).
+
+    The conversation gets `deleted_at` and a `deleted` activity, and from then on answers 404
+    everywhere (a second DELETE included). Its children are detached in the same transaction:
+    each becomes standalone, with a `parent_deleted` activity and a new version. When the
+    conversation was a child, its parent counts one child fewer (activity `child_deleted`).
+    """
+    await service.delete_conversation(
+        db,
+        principal,
+        conversation_id,
+        if_match=if_match,
+        max_children=_settings(request).max_children_per_parent,
+    )
+    return Response(status_code=204)

@@ -71,6 +71,7 @@ async def update_conversation(
     if_match: list[int] | None,
     cascade: bool,
     auto_resolve: bool,
+    max_children: int,
 ) -> Document:
     """Change some fields of a conversation (SPEC §8.1), with the effects of a status change
     on its children (§8.2) and on its parent (§8.3)."""
@@ -93,5 +94,26 @@ async def update_conversation(
         "lock_children": "status" in patch,
         "now": datetime.now(UTC),
     }
-    row = await run_statement(db, repository.update_conversation, values, ids=2)
+    # A status change may cascade to every child: enough ids for that, so one statement does it.
+    ids = max_children + 2 if values["lock_children"] else 2
+    row = await run_statement(db, repository.update_conversation, values, ids=ids)
     return Document(row["body"], conversation_id, row["version"])
+
+
+async def delete_conversation(
+    db: Db,
+    principal: Principal,
+    conversation_id: UUID,
+    *,
+    if_match: list[int] | None,
+    max_children: int,
+) -> None:
+    """Soft-delete a conversation (SPEC §8.5); its children become standalone."""
+    values: dict[str, Any] = {
+        "workspace_id": principal.workspace_id,
+        "caller": principal.subject,
+        "conversation_id": conversation_id,
+        "if_match": if_match,
+        "now": datetime.now(UTC),
+    }
+    await run_statement(db, repository.delete_conversation, values, ids=max_children + 2)
