@@ -23,6 +23,7 @@ OPERATIONS = {
     ("get", "/api/v2/conversations/{conversation_id}/children"): "listChildConversations",
     ("patch", "/api/v2/conversations/{conversation_id}"): "updateConversation",
     ("delete", "/api/v2/conversations/{conversation_id}"): "deleteConversation",
+    ("put", "/api/v2/conversations/{conversation_id}/parent"): "setConversationParent",
 }
 
 

@@ -5,15 +5,28 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from aurion.auth import WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
 from aurion.conversations.dependencies import ConversationID
-from aurion.conversations.errors import ConversationNotFound, PreconditionFailed
+from aurion.conversations.errors import (
+    ChildrenLimitReached,
+    ConversationNotFound,
+    ParentArchived,
+    ParentIsChild,
+    ParentIsSpam,
+    ParentMerged,
+    PreconditionFailed,
+)
 from aurion.conversations.lifecycle import service
-from aurion.conversations.lifecycle.errors import ConversationBusy, OpenChildren
-from aurion.conversations.lifecycle.schemas import ConversationPatch
+from aurion.conversations.lifecycle.errors import (
+    ConversationBusy,
+    ConversationHasChildren,
+    OpenChildren,
+)
+from aurion.conversations.lifecycle.schemas import ConversationPatch, ParentUpdate
 from aurion.conversations.schemas import Conversation
 from aurion.db.driver import DbDep
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
@@ -126,3 +139,66 @@ async def delete_conversation(
         max_children=_settings(request).max_children_per_parent,
     )
     return Response(status_code=204)
+
+
+@router.put(
+    "/{conversation_id}/parent",
+    response_model=Conversation,
+    operation_id="setConversationParent",
+    summary="Attach, move or detach a conversation",
+    responses={
+        200: {"description": "The conversation as it is now.", "headers": _ETAG},
+        **error_responses(
+            *AUTH_ERRORS,
+            ConversationNotFound,
+            ParentMerged,
+            ParentIsSpam,
+            ParentArchived,
+            ParentIsChild,
+            ConversationHasChildren,
+            ChildrenLimitReached,
+            PreconditionFailed,
+            *_COMMON_ERRORS,
+        ),
+    },
+)
+async def set_conversation_parent(
+    request: Request,
+    conversation_id: ConversationID,
+    body: ParentUpdate,
+    principal: WritePrincipal,
+    db: DbDep,
+    if_match: IfMatchVersions,
+) -> Response:
+    """Attach a conversation to a parent, move it to another parent, or detach it.
+
+    `parent_id` names the new parent (attach or move) or is null (detach: the conversation
+    becomes standalone and keeps its `source`). The new parent is refused exactly as in child
+    creation (404, `parent_merged`, `parent_is_spam`, `parent_archived`, `parent_is_child`,
+    `children_limit_reached`); a conversation with children of its own cannot become a child
+    (`conversation_has_children`), nor its own parent (422). The same parent as now: 200 and
+    nothing changes. Inherited fields are not copied again.
+
+    The conversation logs `parent_changed` (`from`, `to`), the old parent `child_detached`, the
+    new one `child_attached`; each gets a new version. An open child attached under a resolved
+    or closed parent reopens it. `If-Match` applies to the conversation.
+    """
+    if body.parent_id == conversation_id:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "parent_id"),
+                    "msg": "A conversation cannot be its own parent.",
+                    "type": "own_parent",
+                }
+            ]
+        )
+    document = await service.set_parent(
+        db,
+        principal,
+        conversation_id,
+        body.parent_id,
+        if_match=if_match,
+        max_children=_settings(request).max_children_per_parent,
+    )
+    return document_response(document)

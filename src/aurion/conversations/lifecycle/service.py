@@ -16,9 +16,14 @@ import orjson
 from aurion.auth.principal import Principal
 from aurion.conversations.errors import ConversationNotFound, PreconditionFailed
 from aurion.conversations.lifecycle import repository
-from aurion.conversations.lifecycle.errors import ConversationBusy, OpenChildren
+from aurion.conversations.lifecycle.errors import (
+    ConversationBusy,
+    ConversationHasChildren,
+    OpenChildren,
+)
 from aurion.conversations.lifecycle.schemas import ConversationPatch
 from aurion.conversations.service import Document, new_id
+from aurion.conversations.service import _refusal as creation_refusal
 from aurion.db.driver import Db, Refused
 from aurion.errors import AppError
 
@@ -117,3 +122,42 @@ async def delete_conversation(
         "now": datetime.now(UTC),
     }
     await run_statement(db, repository.delete_conversation, values, ids=max_children + 2)
+
+
+class NewParentNotFound(ConversationNotFound):
+    message = "The new parent conversation was not found."
+
+
+async def set_parent(
+    db: Db,
+    principal: Principal,
+    conversation_id: UUID,
+    new_parent_id: UUID | None,
+    *,
+    if_match: list[int] | None,
+    max_children: int,
+) -> Document:
+    """Attach a conversation to a parent, move it to another, or detach it (SPEC §8.4)."""
+    values: dict[str, Any] = {
+        "workspace_id": principal.workspace_id,
+        "caller": principal.subject,
+        "conversation_id": conversation_id,
+        "new_parent_id": new_parent_id,
+        "max_children": max_children,
+        "if_match": if_match,
+        "now": datetime.now(UTC),
+    }
+
+    def refusal(refused: Refused) -> AppError:
+        match refused.code:
+            case "parent_not_found":
+                return NewParentNotFound()
+            case "conversation_has_children":
+                return ConversationHasChildren()
+            case "conversation_not_found" | "precondition_failed":
+                return _refusal(refused)
+        # The new parent's refusals are child creation's, with its messages.
+        return creation_refusal(refused, max_children)
+
+    row = await run_statement(db, repository.set_parent, values, ids=4, refusal=refusal)
+    return Document(row["body"], conversation_id, row["version"])
