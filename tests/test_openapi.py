@@ -24,6 +24,7 @@ OPERATIONS = {
     ("patch", "/api/v2/conversations/{conversation_id}"): "updateConversation",
     ("delete", "/api/v2/conversations/{conversation_id}"): "deleteConversation",
     ("put", "/api/v2/conversations/{conversation_id}/parent"): "setConversationParent",
+    ("get", "/api/v2/conversations/{conversation_id}/activities"): "listConversationActivities",
 }
 
 

@@ -16,10 +16,12 @@ Ids of activities and events come from the service in two arrays (``activity_ids
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import DateTime
 
-from aurion.conversations.lifecycle.schemas import PATCHABLE_COLUMNS
+from aurion.conversations.lifecycle.schemas import PATCHABLE_COLUMNS, Activity
+from aurion.conversations.models import Activity as ActivityRow
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.repository import (
     RESOLVED,
@@ -27,10 +29,11 @@ from aurion.conversations.repository import (
     rendered_cte,
 )
 from aurion.db.driver import Db, Statement
-from aurion.db.json_sql import json_object_sql, utc_timestamp_sql
+from aurion.db.json_sql import json_object_sql, schema_fields_sql, utc_timestamp_sql
 from aurion.events.repository import event_cte
 
 _conversations = ConversationRow.__table__
+_activities = ActivityRow.__table__
 
 
 def _locked(condition: str) -> str:
@@ -449,3 +452,47 @@ async def set_parent(db: Db, values: dict[str, Any]) -> Any:
     """Attach, move or detach a conversation (values: workspace_id, caller, conversation_id,
     new_parent_id, max_children, if_match, now, the id arrays): ``body`` and ``version``."""
     return await db.fetchrow(SET_PARENT, values)
+
+
+# ------------------------------------------------------------------ activity log
+
+LIST_ACTIVITIES = Statement(f"""
+WITH page AS (
+    SELECT a.*, row_number() OVER (ORDER BY a.created_at DESC, a.id DESC) AS rn
+    FROM activities a
+    WHERE a.workspace_id = :workspace_id AND a.conversation_id = :conversation_id
+      AND (:before::uuid IS NULL OR (a.created_at, a.id) < (
+          SELECT b.created_at, b.id FROM activities b
+          WHERE b.workspace_id = :workspace_id AND b.conversation_id = :conversation_id
+            AND b.id = :before::uuid))
+    ORDER BY a.created_at DESC, a.id DESC
+    LIMIT :limit + 1
+)
+SELECT EXISTS (
+        SELECT 1 FROM conversations
+        WHERE workspace_id = :workspace_id AND id = :conversation_id AND deleted_at IS NULL
+    ) AS found,
+    convert_to(coalesce(
+        jsonb_agg({json_object_sql(schema_fields_sql(Activity, _activities, "a", {}))}
+                  ORDER BY a.rn) FILTER (WHERE a.rn <= :limit),
+        '[]'::jsonb)::text, 'UTF8') AS items,
+    count(*) > :limit AS more,
+    (array_agg(a.id ORDER BY a.rn DESC) FILTER (WHERE a.rn <= :limit))[1] AS last_id
+FROM page a
+""")
+
+
+async def list_activities(
+    db: Db, workspace_id: str, conversation_id: UUID, *, before: UUID | None, limit: int
+) -> Any:
+    """A page of a conversation's activities, newest first: ``found``, ``items`` (rendered),
+    ``more`` and ``last_id``."""
+    return await db.fetchrow(
+        LIST_ACTIVITIES,
+        {
+            "workspace_id": workspace_id,
+            "conversation_id": conversation_id,
+            "before": before,
+            "limit": limit,
+        },
+    )

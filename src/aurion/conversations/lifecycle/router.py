@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
-from aurion.auth import WritePrincipal
+from aurion.auth import ReadPrincipal, WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
-from aurion.conversations.dependencies import ConversationID
+from aurion.conversations.dependencies import ConversationID, Cursor, Limit
 from aurion.conversations.errors import (
     ChildrenLimitReached,
     ConversationNotFound,
@@ -26,8 +26,14 @@ from aurion.conversations.lifecycle.errors import (
     ConversationHasChildren,
     OpenChildren,
 )
-from aurion.conversations.lifecycle.schemas import ConversationPatch, ParentUpdate
+from aurion.conversations.lifecycle.schemas import (
+    ACTIVITY_KINDS,
+    ActivityPage,
+    ConversationPatch,
+    ParentUpdate,
+)
 from aurion.conversations.schemas import Conversation
+from aurion.conversations.service import decode_cursor
 from aurion.db.driver import DbDep
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge, error_responses
 from aurion.http import IfMatchVersions, document_response
@@ -202,3 +208,29 @@ async def set_conversation_parent(
         max_children=_settings(request).max_children_per_parent,
     )
     return document_response(document)
+
+
+_KINDS = "\n".join(f"* `{kind}`: {meaning}" for kind, meaning in ACTIVITY_KINDS.items())
+
+
+@router.get(
+    "/{conversation_id}/activities",
+    response_model=ActivityPage,
+    operation_id="listConversationActivities",
+    summary="List a conversation's activities",
+    description="The conversation's activity log, newest first, with cursor pagination. "
+    "Each entry names what happened (`kind`), who did it (`actor`, the token's `sub`), "
+    "when, and details in `payload`. The kinds:\n\n" + _KINDS,
+    responses=error_responses(*AUTH_ERRORS, ConversationNotFound, DatabaseUnavailable),
+)
+async def list_conversation_activities(
+    conversation_id: ConversationID,
+    principal: ReadPrincipal,
+    db: DbDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Response:
+    """List a conversation's activities, newest first."""
+    before = decode_cursor(cursor) if cursor else None
+    page = await service.list_activities(db, principal, conversation_id, limit=limit, before=before)
+    return document_response(page)

@@ -22,7 +22,7 @@ from aurion.conversations.lifecycle.errors import (
     OpenChildren,
 )
 from aurion.conversations.lifecycle.schemas import ConversationPatch
-from aurion.conversations.service import Document, new_id
+from aurion.conversations.service import Document, encode_cursor, new_id
 from aurion.conversations.service import _refusal as creation_refusal
 from aurion.db.driver import Db, Refused
 from aurion.errors import AppError
@@ -161,3 +161,16 @@ async def set_parent(
 
     row = await run_statement(db, repository.set_parent, values, ids=4, refusal=refusal)
     return Document(row["body"], conversation_id, row["version"])
+
+
+async def list_activities(
+    db: Db, principal: Principal, conversation_id: UUID, *, limit: int, before: UUID | None
+) -> Document:
+    """A page of a conversation's activity log, newest first, and the next page's cursor."""
+    row = await repository.list_activities(
+        db, principal.workspace_id, conversation_id, before=before, limit=limit
+    )
+    if not row["found"]:
+        raise ConversationNotFound()
+    cursor = orjson.dumps(encode_cursor(row["last_id"]) if row["more"] else None)
+    return Document(b'{"items":' + row["items"] + b',"next_cursor":' + cursor + b"}")
