@@ -309,8 +309,13 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
     responses: dict[int | str, Any] = {}
     for status, errs in sorted(by_status.items()):
         codes = ", ".join(f"`{e.code}`" for e in errs)
-        models: list[Any] = [ErrorBody]
-        models += [e.body_model for e in errs if e.body_model and e.body_model not in models]
+        # The more specific bodies first: a client tries them in order, and ErrorBody (open
+        # to additional properties) would take them all.
+        models: list[Any] = []
+        for err in errs:
+            if err.body_model is not None and err.body_model not in models:
+                models.append(err.body_model)
+        models.append(ErrorBody)
         model = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
         responses[status] = {
             "model": model,

@@ -76,8 +76,13 @@ def test_the_typed_call_creates_a_child(
     child_id, status, parent_id, version, related = outcome["summary"].split()
     assert (status, parent_id, version, related) == ("open", parent["id"], "v1", "related=1")
     assert outcome["refusal"] == {"status": 404, "code": "conversation_not_found"}
+    # updateConversation: the typed 409 names the open child, then the cascade resolves both.
+    assert outcome["blocked"] == {"status": 409, "code": "open_children", "open": [child_id]}
+    assert outcome["resolved"] == "resolved v3"
     listed = httpx.get(
         f"{server.base_url}/api/v2/conversations/{parent['id']}/children",
         headers={"Authorization": f"Bearer {token}"},
     ).json()
     assert [item["id"] for item in listed["items"]] == [child_id]
+    assert listed["items"][0]["status"] == "resolved"
+    assert listed["summary"]["percent_resolved"] == 100
