@@ -18,6 +18,7 @@ from aurion.conversations.schemas import (
     Tag,
 )
 
+PARENT_EXAMPLE = "0193b0a2-6b1d-7c0e-8e2d-1a7b3c4d5e6f"
 # Fields of createConversation a PATCH may not change: where the conversation came from.
 _NOT_PATCHABLE = ("source", "source_thread_id", "messages")
 # Fields that cannot be null: a PATCH may leave them out, never clear them.
@@ -30,7 +31,7 @@ _NOT_NULLABLE: dict[str, Any] = {
 
 
 class _PatchBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     is_spam: StrictBool = Field(  # type: ignore[assignment]
         default=None,
@@ -96,7 +97,7 @@ class ParentUpdate(BaseModel):
     parent_id: UUID | None = Field(
         description="The new parent's id (attach or move), or null (detach: the conversation "
         "becomes standalone).",
-        examples=[UUID_EXAMPLE],
+        examples=[PARENT_EXAMPLE],
     )
 
 
