@@ -106,8 +106,8 @@ o AS (
 ), diff AS (
     SELECT coalesce(jsonb_object_agg(k, jsonb_build_object('old', ov.j -> k, 'new', nv.j -> k)),
                     '{{}}'::jsonb) AS changes
-    FROM (SELECT {_fields_json("o")} AS j FROM o) ov,
-         (SELECT {_fields_json("n")} AS j FROM n) nv,
+    FROM (SELECT ({_fields_json("o")})::jsonb AS j FROM o) ov,
+         (SELECT ({_fields_json("n")})::jsonb AS j FROM n) nv,
          unnest(:fields::text[]) AS k
     WHERE ov.j -> k IS DISTINCT FROM nv.j -> k
 ), f AS (
@@ -473,9 +473,9 @@ SELECT EXISTS (
         WHERE workspace_id = :workspace_id AND id = :conversation_id AND deleted_at IS NULL
     ) AS found,
     convert_to(coalesce(
-        jsonb_agg({json_object_sql(schema_fields_sql(Activity, _activities, "a", {}))}
-                  ORDER BY a.rn) FILTER (WHERE a.rn <= :limit),
-        '[]'::jsonb)::text, 'UTF8') AS items,
+        json_agg({json_object_sql(schema_fields_sql(Activity, _activities, "a", {}))}
+                 ORDER BY a.rn) FILTER (WHERE a.rn <= :limit),
+        '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
     (array_agg(a.id ORDER BY a.rn DESC) FILTER (WHERE a.rn <= :limit))[1] AS last_id
 FROM page a
