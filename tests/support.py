@@ -80,15 +80,15 @@ def assert_unavailable(response: httpx.Response) -> None:
 # Each counter on the conversation row and the count(*) it must equal.
 _COUNTERS = """
 SELECT c.id,
-    c.n_children, (SELECT count(*) FROM conversations k WHERE k.workspace_id = c.workspace_id
+    c.n_children, (SELECT count(*) FROM conversations k WHERE k.workspace_id = :w
                    AND k.parent_id = c.id AND k.deleted_at IS NULL) AS children,
     c.n_open_children, (SELECT count(*) FROM conversations k
-                        WHERE k.workspace_id = c.workspace_id AND k.parent_id = c.id
+                        WHERE k.workspace_id = :w AND k.parent_id = c.id
                           AND k.deleted_at IS NULL
                           AND k.status NOT IN ('resolved', 'closed')) AS open_children,
-    c.n_messages, (SELECT count(*) FROM messages m WHERE m.workspace_id = c.workspace_id
+    c.n_messages, (SELECT count(*) FROM messages m WHERE m.workspace_id = :w
                    AND m.conversation_id = c.id) AS messages,
-    c.n_activities, (SELECT count(*) FROM activities a WHERE a.workspace_id = c.workspace_id
+    c.n_activities, (SELECT count(*) FROM activities a WHERE a.workspace_id = :w
                      AND a.conversation_id = c.id) AS activities
 FROM conversations c WHERE c.workspace_id = :w
 """

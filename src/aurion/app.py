@@ -19,7 +19,9 @@ from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
 from aurion.conversations.lifecycle.router import router as lifecycle_router
 from aurion.conversations.router import router as conversations_router
+from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
+from aurion.db.turns import Turns
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
 from aurion.idempotency.service import purge_periodically
@@ -67,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings)
         app.state.engine = create_engine(settings, url)
-        app.state.connection_queue = ConnectionQueue(app.state.engine, settings)
+        app.state.db = Db(
+            queue=ConnectionQueue(app.state.engine, settings), pgbouncer=settings.db_pgbouncer
+        )
         app.state.database_url = url
         purger = None
         if settings.idempotency_purge_interval_seconds:
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)

@@ -7,6 +7,7 @@ statement, failed ones included).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,13 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, started_app
-from tests.support import child_url, set_state
+from tests.support import (
+    assert_counters_exact,
+    child_url,
+    client_with,
+    parent_locked,
+    set_state,
+)
 
 Sent = list[str]
 
@@ -124,3 +131,30 @@ async def test_the_write_records_its_events_and_a_refusal_none(
         "reason": "child_created",
         "child_id": child.json()["id"],
     }
+
+
+async def test_children_of_one_parent_take_turns_and_a_stuck_row_is_a_bounded_503(
+    database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    async with client_with(database_url, db_lock_timeout_ms=300) as c:
+        parent = (await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)).json()
+        async with parent_locked(engine, workspace, parent["id"]):
+            started = asyncio.get_running_loop().time()
+            stuck = await asyncio.gather(
+                *[
+                    c.post(child_url(parent["id"]), json={"subject": "s"}, headers=auth)
+                    for _ in range(6)
+                ]
+            )
+            waited = asyncio.get_running_loop().time() - started
+        assert [r.status_code for r in stuck] == [503] * 6
+        # One waits on the row (300 ms), the others on their turn (300 ms): not 6 × 300 ms.
+        assert waited < 1.5
+        burst = await asyncio.gather(
+            *[
+                c.post(child_url(parent["id"]), json={"subject": f"c{i}"}, headers=auth)
+                for i in range(30)
+            ]
+        )
+    assert [r.status_code for r in burst] == [201] * 30
+    assert await assert_counters_exact(engine, workspace) == 31

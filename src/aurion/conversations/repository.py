@@ -108,11 +108,17 @@ def conversation_json_sql(alias: str, messages: str) -> str:
 
 
 def newest_messages_sql(alias: str) -> str:
-    """The newest messages of ``alias`` (at most 200), oldest first, as a json array."""
+    """The newest messages of ``alias`` (at most 200), oldest first, as a json array.
+
+    The workspace is the statement's parameter, not ``alias.workspace_id``: Citus routes a
+    correlated sub-query to one shard only when it pins the distribution column to a value
+    (with the column of the outer row it ran GET on all 32 shards, and refused the children
+    page outright: "correlated subqueries are not supported when the FROM clause contains a
+    CTE or subquery")."""
     return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::json ELSE (
         SELECT json_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
         FROM (SELECT * FROM messages
-              WHERE workspace_id = {alias}.workspace_id AND conversation_id = {alias}.id
+              WHERE workspace_id = :workspace_id AND conversation_id = {alias}.id
               ORDER BY created_at DESC, id DESC
               LIMIT {MAX_EMBEDDED_MESSAGES}) m) END"""
 

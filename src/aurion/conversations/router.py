@@ -96,15 +96,18 @@ async def create_child_conversation(
     Children are one level deep, and a parent has at most `AURION_MAX_CHILDREN_PER_PARENT`.
     With an `Idempotency-Key`, a retry returns the first response instead of a second child.
     """
-    result = await service.create_child(
-        db,
-        principal,
-        conversation_id,
-        body,
-        if_match=if_match,
-        claim=claim_for(request, body, idempotency_key),
-        max_children=request.app.state.settings.max_children_per_parent,
-    )
+    state = request.app.state
+    claim = claim_for(request, body, idempotency_key)
+    async with state.turns.turn(conversation_id):
+        result = await service.create_child(
+            db,
+            principal,
+            conversation_id,
+            body,
+            if_match=if_match,
+            claim=claim,
+            max_children=state.settings.max_children_per_parent,
+        )
     return written_response(result)
 
 
