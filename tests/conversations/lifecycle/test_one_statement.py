@@ -1,51 +1,28 @@
 """Each lifecycle operation is ONE statement, a cascade over 50 children and refusals included.
 
-As in tests/conversations/test_write_path.py: a query logger on each driver connection of the
-pool records what a request sent.
+As in tests/conversations/test_write_path.py: ``traced_client`` records what a request sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
-from tests.conftest import make_settings, started_app
 from tests.conversations.lifecycle.support import new_child, new_conversation, url
-from tests.support import child_url
-
-Sent = list[str]
+from tests.support import Sent, child_url, statements_sent, traced_client
 
 
 @pytest.fixture
 async def traced(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
-    settings = make_settings(
+    async with traced_client(
         database_url,
         max_children_per_parent=50,
         idempotency_purge_interval_seconds=0,
         auto_resolve_parent=True,
-    )
-    sent: Sent = []
-    async for app in started_app(settings):
-
-        @event.listens_for(app.state.engine.sync_engine, "connect")
-        def trace(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(
-                lambda query: sent.append(query.query)
-            )
-
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client, sent
-
-
-async def _statements(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
-    sent.clear()
-    response = await call
-    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]
+    ) as traced:
+        yield traced
 
 
 async def test_each_lifecycle_request_is_one_statement(
@@ -98,6 +75,6 @@ async def test_each_lifecycle_request_is_one_statement(
     expected.update({"refused: open children": 409, "refused: full parent": 409})
     expected["delete a parent of 50"] = 204
     for name, call in calls.items():
-        response, statements = await _statements(sent, call)
+        response, statements = await statements_sent(sent, call)
         assert response.status_code == expected[name], (name, response.text)
         assert len(statements) == 1, (name, len(statements))
