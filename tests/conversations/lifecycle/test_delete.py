@@ -17,7 +17,7 @@ from tests.conversations.lifecycle.support import (
     snapshot,
     url,
 )
-from tests.support import assert_counters_exact, child_url
+from tests.support import assert_counters_exact, child_url, client_with
 
 
 class TestRefusals:
@@ -137,3 +137,23 @@ class TestDelete:
         response = await client.patch(url(mine["id"]), json={"subject": "x"}, headers=auth)
         assert response.status_code == 404
         assert await snapshot(engine, workspace) == before
+
+
+async def test_more_children_than_the_limit_are_all_detached(
+    database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    # Families larger than the current limit (it was lowered since): the statement asks for
+    # more ids than the limit suggests, and runs again with them.
+    async with client_with(database_url, max_children_per_parent=6) as client:
+        parent = await new_conversation(client, auth)
+        children = [await new_child(client, auth, parent["id"]) for _ in range(6)]
+    async with client_with(database_url, max_children_per_parent=0) as client:
+        response = await client.patch(
+            url(parent["id"], "?children=resolve"), json={"status": "closed"}, headers=auth
+        )
+        assert response.status_code == 200
+        assert (await client.delete(url(parent["id"]), headers=auth)).status_code == 204
+        for child in children:
+            now = await get(client, auth, child["id"])
+            assert (now["status"], now["parent_id"]) == ("closed", None)
+    await assert_counters_exact(engine, workspace)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from aurion.conversations.errors import ConversationNotFound
 from aurion.conversations.schemas import UUID_EXAMPLE
 from aurion.errors import AppError, ErrorBody
 
@@ -38,3 +39,7 @@ class ConversationBusy(AppError):
     status_code = 503
     code = "conversation_busy"
     message = "The conversation's family is changing too fast right now; retry shortly."
+
+
+class NewParentNotFound(ConversationNotFound):
+    message = "The new parent conversation was not found."

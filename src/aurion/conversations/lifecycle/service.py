@@ -19,6 +19,7 @@ from aurion.conversations.lifecycle import repository
 from aurion.conversations.lifecycle.errors import (
     ConversationBusy,
     ConversationHasChildren,
+    NewParentNotFound,
     OpenChildren,
 )
 from aurion.conversations.lifecycle.schemas import ConversationPatch
@@ -122,10 +123,6 @@ async def delete_conversation(
         "now": datetime.now(UTC),
     }
     await run_statement(db, repository.delete_conversation, values, ids=max_children + 2)
-
-
-class NewParentNotFound(ConversationNotFound):
-    message = "The new parent conversation was not found."
 
 
 async def set_parent(
