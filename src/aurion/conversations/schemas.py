@@ -294,13 +294,35 @@ class Conversation(BaseModel):
     version: int = _f("Optimistic-concurrency version; the ETag is its quoted value.", 1, ge=1)
 
 
+class StatusCounts(BaseModel):
+    """Children per status."""
+
+    new: int = _f("Children with status new.", 0)
+    open: int = _f("Children with status open.", 2)
+    pending: int = _f("Children with status pending.", 1)
+    on_hold: int = _f("Children with status on_hold.", 0)
+    resolved: int = _f("Children with status resolved.", 1)
+    closed: int = _f("Children with status closed.", 0)
+
+
+class ChildrenSummary(BaseModel):
+    """Progress of a parent's children: all of them, whatever the filter and the page."""
+
+    total: int = _f("Children that are not deleted.", 4)
+    by_status: StatusCounts = _f("Children per status (every status is present).")
+    percent_resolved: int = _f(
+        "Resolved and closed children over total, in percent, rounded down (0 with none).", 25
+    )
+
+
 class ConversationPage(BaseModel):
-    """One page of a list, newest first."""
+    """One page of a conversation's children, newest first, and their summary."""
 
     items: list[Conversation] = _f("The conversations on this page.")
     next_cursor: str | None = _f(
         "Pass as `cursor` to get the next page; null on the last page.", None
     )
+    summary: ChildrenSummary = _f("Progress of all the parent's children.")
 
 
 # ---------------------------------------------------------------- write models
