@@ -17,7 +17,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.app import create_app
@@ -216,3 +216,32 @@ def _assert_keys(model: type[BaseModel], data: dict[str, Any], where: str) -> No
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 for i, item in enumerate(value if isinstance(value, list) else [value]):
                     _assert_keys(inner, item, f"{where}.{name}[{i}]")
+
+
+Sent = list[str]
+
+
+@asynccontextmanager
+async def traced_client(
+    database_url: str, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
+    """A client of an app whose statements are recorded in ``Sent``: a query logger on each
+    driver connection of the pool (asyncpg calls it once per statement, failed ones included)."""
+    sent: Sent = []
+    async for app in started_app(make_settings(database_url, **overrides)):
+
+        @event.listens_for(app.state.engine.sync_engine, "connect")
+        def trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.driver_connection.add_query_logger(
+                lambda query: sent.append(query.query)
+            )
+
+        async with asgi_client(app, "http://t") as client:
+            yield client, sent
+
+
+async def statements_sent(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
+    """The response to ``call`` and the statements it sent (SETs of the session left out)."""
+    sent.clear()
+    response = await call
+    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]

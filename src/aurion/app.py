@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
+from aurion.conversations.lifecycle.router import router as lifecycle_router
 from aurion.conversations.router import router as conversations_router
 from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
     app.include_router(conversations_router)
+    app.include_router(lifecycle_router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)

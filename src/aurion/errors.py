@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -35,19 +36,31 @@ class AppError(Exception):
     message = "The request cannot be served."
     # Seconds after which a retry may succeed (sent as Retry-After), for transient errors.
     retry_after: int | None = None
+    # An error whose body has more than detail and code declares its own body model, and
+    # an example of those extra fields for the OpenAPI document.
+    body_model: type[BaseModel] | None = None
+    example_extra: dict[str, Any] = {}
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         self.message = message or self.message
         self.headers = headers or {}
+        self.extra = extra or {}
         super().__init__(self.message)
 
     def response(self) -> Response:
-        """The error as the API sends it: ``{"detail", "code"}`` with its status and headers."""
+        """The error as the API sends it: ``{"detail", "code"}`` (and the ``extra`` fields its
+        ``body_model`` declares) with its status and headers."""
         headers = dict(self.headers)
         if self.retry_after is not None:
             headers.setdefault("Retry-After", str(self.retry_after))
         return Response(
-            orjson.dumps({"detail": self.message, "code": self.code}),
+            orjson.dumps({"detail": self.message, "code": self.code, **self.extra}),
             status_code=self.status_code,
             media_type=JSON,
             headers=headers,

@@ -6,7 +6,7 @@ from the class, so the document cannot disagree with what is sent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 from pydantic import BaseModel, Field
 
@@ -55,8 +55,16 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
     responses: dict[int | str, Any] = {}
     for status, errs in sorted(by_status.items()):
         codes = ", ".join(f"`{e.code}`" for e in errs)
+        # The more specific bodies first: a client tries them in order, and ErrorBody (open
+        # to additional properties) would take them all.
+        models: list[Any] = []
+        for err in errs:
+            if err.body_model is not None and err.body_model not in models:
+                models.append(err.body_model)
+        models.append(ErrorBody)
+        model = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
         responses[status] = {
-            "model": ErrorBody,
+            "model": model,
             "description": f"{codes}: " + " / ".join(e.message for e in errs),
             "content": {"application/json": {"examples": _error_examples(errs)}},
         }
@@ -88,6 +96,9 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
 def _error_examples(errors: list[type[AppError]]) -> dict[str, Any]:
     """One named example per code, so the docs page offers each in a drop-down."""
     return {
-        err.code: {"summary": err.message, "value": {"detail": err.message, "code": err.code}}
+        err.code: {
+            "summary": err.message,
+            "value": {"detail": err.message, "code": err.code, **err.example_extra},
+        }
         for err in errors
     }

@@ -60,6 +60,8 @@ def client_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             "aurion_client.api.conversations.create_child_conversation",
             "aurion_client.api.conversations.create_child_conversations_batch",
             "aurion_client.api.conversations.create_conversation",
+            "aurion_client.api.conversations.update_conversation",
+            "aurion_client.api.conversations.set_conversation_parent",
             "aurion_client.models",
         ]
         yield {name.rsplit(".", 1)[-1]: importlib.import_module(name) for name in names}
@@ -167,3 +169,46 @@ def test_generated_client_splits_a_ticket(client_package: dict[str, ModuleType],
     assert refund.messages[1].is_internal is True
     assert replace.priority == "urgent"
     assert replace.assignee_user_id == "user_dana"  # absent: inherited
+
+
+def test_generated_client_updates_and_moves_a_conversation(
+    client_package: dict[str, ModuleType], api: Any
+) -> None:
+    models = client_package["models"]
+    create = client_package["create_conversation"].sync_detailed
+    parent = create(client=api, body=models.ConversationCreate(subject="Parent")).parsed
+    loose = create(client=api, body=models.ConversationCreate(subject="Loose")).parsed
+
+    moved = client_package["set_conversation_parent"].sync_detailed(
+        client=api,
+        conversation_id=loose.id,
+        body=models.ParentUpdate(parent_id=parent.id),
+    )
+    assert moved.status_code == 200
+    assert moved.parsed.parent_id == parent.id
+
+    update = client_package["update_conversation"].sync_detailed
+    blocked = update(
+        client=api,
+        conversation_id=parent.id,
+        body=models.ConversationPatch(status=models.ConversationPatchStatus.RESOLVED),
+    )
+    assert blocked.status_code == 409
+    assert isinstance(blocked.parsed, models.OpenChildrenBody)
+    assert blocked.parsed.open_child_ids == [loose.id]
+
+    resolved = update(
+        client=api,
+        conversation_id=parent.id,
+        body=models.ConversationPatch(
+            status=models.ConversationPatchStatus.RESOLVED, tags=["done"]
+        ),
+        children="resolve",
+    )
+    assert resolved.status_code == 200
+    assert isinstance(resolved.parsed, models.Conversation)
+    assert (resolved.parsed.status, resolved.parsed.tags, resolved.parsed.version) == (
+        "resolved",
+        ["done"],
+        3,
+    )

@@ -80,6 +80,10 @@ def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: 
     child_id, status, parent_id, version, related = outcome["summary"].split()
     assert (status, parent_id, version, related) == ("open", parent["id"], "v1", "related=1")
     assert outcome["refusal"] == {"status": 404, "code": "conversation_not_found"}
+    # updateConversation: the typed 409 names the open child, then the cascade resolves both.
+    assert outcome["blocked"] == {"status": 409, "code": "open_children", "open": [child_id]}
+    assert outcome["resolved"] == "resolved v3"
+    # Then a split: two more children (which reopen the parent).
     assert outcome["split"] == "2 team_billing null true urgent replacement"
     listed = httpx.get(
         f"{server.base_url}/api/v2/conversations/{parent['id']}/children",
@@ -87,3 +91,5 @@ def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: 
     ).json()
     assert [item["id"] for item in listed["items"]][-1] == child_id
     assert len(listed["items"]) == 3
+    assert listed["items"][-1]["status"] == "resolved"
+    assert listed["summary"]["percent_resolved"] == 33

@@ -16,10 +16,12 @@ from sqlalchemy import DateTime, Float, Integer, Text, Uuid
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aurion.conversations import repository
+from aurion.conversations.lifecycle.schemas import ActivityPage
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.models import Message as MessageRow
 from aurion.conversations.schemas import (
     Conversation,
+    ConversationBatch,
     ConversationCreate,
     ConversationPage,
     MessageCreate,
@@ -76,6 +78,25 @@ class TestEveryEndpointRendersTheReadSchema:
         page = await client.get(child_url(parent["id"]), headers=auth)
         assert page.status_code == 200
         assert len(assert_shaped_as(ConversationPage, page.content)["items"]) == 1
+
+    async def test_batch_update_and_activities(
+        self, client: httpx.AsyncClient, create_parent: Factory, auth: dict[str, str]
+    ) -> None:
+        parent = await create_parent(**FULL_PARENT)
+        batch = await client.post(
+            f"{child_url(parent['id'])}/batch",
+            json={"children": [{"subject": "a"}, {"subject": "b", "priority": "low"}]},
+            headers=auth,
+        )
+        assert batch.status_code == 201, batch.text
+        assert len(assert_shaped_as(ConversationBatch, batch.content)["items"]) == 2
+        url = f"/api/v2/conversations/{parent['id']}"
+        updated = await client.patch(url, json={"priority": "low"}, headers=auth)
+        assert updated.status_code == 200, updated.text
+        assert assert_shaped_as(Conversation, updated.content)["priority"] == "low"
+        log = await client.get(f"{url}/activities", headers=auth)
+        assert log.status_code == 200
+        assert len(assert_shaped_as(ActivityPage, log.content)["items"]) >= 3
 
     async def test_every_column_set_renders_in_its_schema_type(
         self,

@@ -10,60 +10,38 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import (
+    Sent,
     assert_counters_exact,
     child_url,
     client_with,
-    make_settings,
     parent_locked,
     set_state,
-    started_app,
+    traced_client,
 )
-
-Sent = list[str]
+from tests.support import statements_sent as _statements
 
 
 @pytest.fixture
 async def traced(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
-    async for traced_client in _traced(database_url, max_children_per_parent=1):
-        yield traced_client
+    async with traced_client(
+        database_url, max_children_per_parent=1, idempotency_purge_interval_seconds=0
+    ) as traced:
+        yield traced
 
 
 @pytest.fixture
 async def traced_roomy(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
-    async for traced_client in _traced(database_url, max_children_per_parent=50):
-        yield traced_client
-
-
-async def _traced(
-    database_url: str, **overrides: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
-    settings = make_settings(database_url, idempotency_purge_interval_seconds=0, **overrides)
-    sent: Sent = []
-    async for app in started_app(settings):
-
-        @event.listens_for(app.state.engine.sync_engine, "connect")
-        def trace(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(
-                lambda query: sent.append(query.query)
-            )
-
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client, sent
-
-
-async def _statements(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
-    sent.clear()
-    response = await call
-    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]
+    async with traced_client(
+        database_url, max_children_per_parent=50, idempotency_purge_interval_seconds=0
+    ) as traced:
+        yield traced
 
 
 async def test_each_request_is_one_statement(

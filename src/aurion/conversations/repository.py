@@ -12,12 +12,13 @@ filters on ``workspace_id`` first.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 import orjson
 from sqlalchemy.dialects import postgresql
 
+from aurion.conversations.fields import Status
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.models import Message as MessageRow
 from aurion.conversations.schemas import (
@@ -477,14 +478,25 @@ FROM conversations c
 WHERE c.workspace_id = :workspace_id AND c.id = :conversation_id AND c.deleted_at IS NULL
 """)
 
+_STATUS_COUNTS = ", ".join(
+    f"'{status}', count(*) FILTER (WHERE status = '{status}')" for status in get_args(Status)
+)
+
 LIST_CHILDREN = Statement(f"""
 WITH page AS (
     SELECT c.*, row_number() OVER (ORDER BY c.id DESC) AS rn
     FROM conversations c
     WHERE c.workspace_id = :workspace_id AND c.parent_id = :parent_id AND c.deleted_at IS NULL
       AND (:before::uuid IS NULL OR c.id < :before::uuid)
+      AND (:statuses::text[] IS NULL OR c.status = ANY(:statuses::text[]))
     ORDER BY c.id DESC
     LIMIT :limit + 1
+), summary AS (
+    -- Over all the parent's children, whatever the filter and the cursor (SPEC §8.6).
+    SELECT count(*) AS total, jsonb_build_object({_STATUS_COUNTS}) AS by_status,
+           count(*) FILTER (WHERE status IN {RESOLVED}) AS done
+    FROM conversations
+    WHERE workspace_id = :workspace_id AND parent_id = :parent_id AND deleted_at IS NULL
 )
 SELECT EXISTS (
         SELECT 1 FROM conversations
@@ -495,7 +507,11 @@ SELECT EXISTS (
             FILTER (WHERE c.rn <= :limit),
         '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
-    (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id
+    (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id,
+    (SELECT convert_to(jsonb_build_object(
+        'total', total, 'by_status', by_status,
+        'percent_resolved', CASE WHEN total = 0 THEN 0 ELSE done * 100 / total END)::text, 'UTF8')
+     FROM summary) AS summary
 FROM page c
 """)
 
@@ -508,11 +524,23 @@ async def get_conversation(db: Db, workspace_id: str, conversation_id: UUID) -> 
 
 
 async def list_children(
-    db: Db, workspace_id: str, parent_id: UUID, *, before: UUID | None, limit: int
+    db: Db,
+    workspace_id: str,
+    parent_id: UUID,
+    *,
+    before: UUID | None,
+    limit: int,
+    statuses: list[str] | None = None,
 ) -> Any:
     """A page of children, newest first: ``found`` (the parent), ``items`` (rendered),
-    ``more`` and ``last_id`` (for the next cursor)."""
+    ``more`` and ``last_id`` (for the next cursor), ``summary`` (rendered)."""
     return await db.fetchrow(
         LIST_CHILDREN,
-        {"workspace_id": workspace_id, "parent_id": parent_id, "before": before, "limit": limit},
+        {
+            "workspace_id": workspace_id,
+            "parent_id": parent_id,
+            "before": before,
+            "limit": limit,
+            "statuses": statuses,
+        },
     )

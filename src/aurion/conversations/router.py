@@ -14,7 +14,13 @@ from starlette.responses import Response
 from aurion.auth import ReadPrincipal, WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
 from aurion.conversations import service
-from aurion.conversations.dependencies import ConversationID, Cursor, IdempotencyKey, Limit
+from aurion.conversations.dependencies import (
+    ConversationID,
+    Cursor,
+    IdempotencyKey,
+    Limit,
+    StatusFilter,
+)
 from aurion.conversations.errors import (
     ChildrenLimitReached,
     ConversationNotFound,
@@ -282,8 +288,17 @@ async def list_child_conversations(
     db: DbDep,
     limit: Limit = 20,
     cursor: Cursor = None,
+    status: StatusFilter = None,
 ) -> Response:
-    """List a conversation's children, newest first, with cursor pagination."""
+    """List a conversation's children, newest first, with cursor pagination.
+
+    `status` keeps the children with one of the given statuses. `summary` counts all the
+    parent's children whatever the filter and the page: `total`, `by_status` (every status)
+    and `percent_resolved` (resolved + closed over total, rounded down; 0 with no children).
+    """
     before = service.decode_cursor(cursor) if cursor else None
-    page = await service.list_children(db, principal, conversation_id, limit=limit, before=before)
+    statuses = status.split(",") if status else None
+    page = await service.list_children(
+        db, principal, conversation_id, limit=limit, before=before, statuses=statuses
+    )
     return document_response(page)

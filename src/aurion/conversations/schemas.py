@@ -161,13 +161,35 @@ class Conversation(BaseModel):
     )
 
 
+class StatusCounts(BaseModel):
+    """Children per status."""
+
+    new: int = documented("Children with status new.", 0)
+    open: int = documented("Children with status open.", 2)
+    pending: int = documented("Children with status pending.", 1)
+    on_hold: int = documented("Children with status on_hold.", 0)
+    resolved: int = documented("Children with status resolved.", 1)
+    closed: int = documented("Children with status closed.", 0)
+
+
+class ChildrenSummary(BaseModel):
+    """Progress of a parent's children: all of them, whatever the filter and the page."""
+
+    total: int = documented("Children that are not deleted.", 4)
+    by_status: StatusCounts = documented("Children per status (every status is present).")
+    percent_resolved: int = documented(
+        "Resolved and closed children over total, in percent, rounded down (0 with none).", 25
+    )
+
+
 class ConversationPage(BaseModel):
-    """One page of a list, newest first."""
+    """One page of a conversation's children, newest first, and their summary."""
 
     items: list[Conversation] = documented("The conversations on this page.")
     next_cursor: str | None = documented(
         "Pass as `cursor` to get the next page; null on the last page.", None
     )
+    summary: ChildrenSummary = documented("Progress of all the parent's children.")
 
 
 # ---------------------------------------------------------------- write models

@@ -276,13 +276,28 @@ def decode_cursor(cursor: str) -> UUID:
 
 
 async def list_children(
-    db: Db, principal: Principal, parent_id: UUID, *, limit: int, before: UUID | None
+    db: Db,
+    principal: Principal,
+    parent_id: UUID,
+    *,
+    limit: int,
+    before: UUID | None,
+    statuses: list[str] | None = None,
 ) -> Document:
-    """A page of a conversation's children, newest first, and the cursor of the next page."""
+    """A page of a conversation's children, newest first, the cursor of the next page, and a
+    summary of all its children."""
     row = await repository.list_children(
-        db, principal.workspace_id, parent_id, before=before, limit=limit
+        db, principal.workspace_id, parent_id, before=before, limit=limit, statuses=statuses
     )
     if not row["found"]:
         raise ConversationNotFound()
     cursor = orjson.dumps(encode_cursor(row["last_id"]) if row["more"] else None)
-    return Document(b'{"items":' + row["items"] + b',"next_cursor":' + cursor + b"}")
+    return Document(
+        b'{"items":'
+        + row["items"]
+        + b',"next_cursor":'
+        + cursor
+        + b',"summary":'
+        + row["summary"]
+        + b"}"
+    )

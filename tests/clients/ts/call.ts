@@ -12,6 +12,11 @@ type Conflict = CreateChild["responses"][409]["content"]["application/json"];
 type CreateBatch = operations["createChildConversationsBatch"];
 type BatchBody = CreateBatch["requestBody"]["content"]["application/json"];
 type Batch = CreateBatch["responses"][201]["content"]["application/json"];
+type Update = operations["updateConversation"];
+type Patch = Update["requestBody"]["content"]["application/json"];
+type Updated = Update["responses"][200]["content"]["application/json"];
+type ChildrenMode = NonNullable<NonNullable<Update["parameters"]["query"]>["children"]>;
+type UpdateConflict = Update["responses"][409]["content"]["application/json"];
 
 export class ApiError extends Error {
   constructor(
@@ -42,6 +47,33 @@ export async function createChild(
     throw new ApiError(response.status, (await response.json()) as ErrorBody);
   }
   return (await response.json()) as Child;
+}
+
+export async function updateConversation(
+  baseUrl: string,
+  token: string,
+  conversationId: string,
+  body: Patch,
+  children?: ChildrenMode,
+): Promise<Updated> {
+  const query = children === undefined ? "" : `?children=${children}`;
+  const response = await fetch(
+    `${baseUrl}/api/v2/conversations/${encodeURIComponent(conversationId)}${query}`,
+    {
+      method: "PATCH",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    },
+  );
+  if (response.status !== 200) {
+    throw new ApiError(response.status, (await response.json()) as ErrorBody);
+  }
+  return (await response.json()) as Updated;
+}
+
+// The 409 of updateConversation is an ErrorBody or, for open_children, one that names them.
+export function openChildIds(body: UpdateConflict): string[] {
+  return "open_child_ids" in body ? body.open_child_ids : [];
 }
 
 export async function example(baseUrl: string, token: string, parentId: string): Promise<string> {
@@ -119,3 +151,7 @@ export const badBatch: BatchBody = { children: [{ priority: "low" }] };
 export const noSubject: Body = {};
 // @ts-expect-error status is one of the documented values
 export const badStatus: Child["status"] = "archived";
+// @ts-expect-error subject cannot be cleared by a patch
+export const nullSubject: Patch = { subject: null };
+// @ts-expect-error the cascade is asked for with "resolve" only
+export const badMode: ChildrenMode = "all";
