@@ -21,6 +21,7 @@ from aurion.conversations.router import router as conversations_router
 from aurion.db.engine import ConnectionQueue, create_engine
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
+from aurion.events.router import router as events_router
 from aurion.idempotency.service import purge_periodically
 from aurion.metrics import Metrics, metrics_endpoint
 from aurion.middleware import (
@@ -41,8 +42,9 @@ The Aurion Conversations API: helpdesk conversations (support tickets with messa
 at its heart, **child conversations** that carry their parent's context so follow-up work can
 be tracked separately.
 
-* Authenticate with `Authorization: Bearer <JWT>`; scopes `conversations:read` and
-  `conversations:write`. A conversation of another workspace answers 404, like a missing one.
+* Authenticate with `Authorization: Bearer <JWT>`; scopes `conversations:read`,
+  `conversations:write`, `events:read` (the event feed) and `webhooks:write` (webhooks). A
+  conversation of another workspace answers 404, like a missing one.
 * Errors are `{"detail": "...", "code": "..."}`; malformed requests are 422 in FastAPI's
   shape `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
 * Times are ISO 8601 UTC (`2019-08-24T14:15:22Z`); ids are UUIDs (v7, time-ordered).
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
     app.include_router(conversations_router)
+    app.include_router(events_router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)

@@ -11,12 +11,14 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from aurion.auth.principal import ALL_SCOPES
 from aurion.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from aurion.db.embedded import EmbeddedPostgres
 
-READ_WRITE = "conversations:read conversations:write"
+# What `aurion token` (and `serve --print-token`) grants when no --scope is given.
+EVERY_SCOPE = " ".join(ALL_SCOPES)
 
 
 class _Database:
@@ -74,10 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
         base = f"http://{args.host}:{args.port}"
         if args.print_token and settings.jwt_secret:
             token = mint_token(
-                settings, workspace=args.workspace, subject="dev-user", scopes=READ_WRITE
+                settings, workspace=args.workspace, subject="dev-user", scopes=EVERY_SCOPE
             )
             print(f"\nDocs:  {base}/docs")
-            print(f"Token (workspace {args.workspace!r}, 24 h, read+write):\n\n{token}\n")
+            print(f"Token (workspace {args.workspace!r}, 24 h, every scope):\n\n{token}\n")
             print(
                 f'Try:   curl -H "Authorization: Bearer $TOKEN" {base}/api/v2/conversations/...\n'
             )
@@ -315,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--scope",
-        default=READ_WRITE,
-        help=f'Space-separated scopes (default "{READ_WRITE}").',
+        default=EVERY_SCOPE,
+        help=f'Space-separated scopes (default: every scope, "{EVERY_SCOPE}").',
     )
     token.add_argument(
         "--ttl",

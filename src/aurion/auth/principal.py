@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 READ = "conversations:read"
 WRITE = "conversations:write"
-ALL_SCOPES = (READ, WRITE)
+EVENTS_READ = "events:read"
+WEBHOOKS_WRITE = "webhooks:write"
+ALL_SCOPES = (READ, WRITE, EVENTS_READ, WEBHOOKS_WRITE)
 
 
 @dataclass(frozen=True, slots=True)
