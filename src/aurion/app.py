@@ -34,6 +34,8 @@ from aurion.middleware import (
 )
 from aurion.observability import configure_logging
 from aurion.settings import Settings, get_settings
+from aurion.webhooks.delivery import Deliverer, delivery_engine
+from aurion.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("aurion.app")
 
@@ -75,11 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purger = asyncio.create_task(
                 purge_periodically(app.state.engine, settings.idempotency_purge_interval_seconds)
             )
+        deliverer = None
+        if settings.webhook_delivery:
+            # Off the request path: its own connections, its own task, bounded concurrency.
+            deliverer = Deliverer(delivery_engine(settings, url), settings)
+            delivering = asyncio.create_task(deliverer.run())
         try:
             yield
         finally:
             if purger is not None:
                 purger.cancel()
+            if deliverer is not None:
+                delivering.cancel()
+                await asyncio.gather(delivering, return_exceptions=True)
+                await deliverer.engine.dispose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -99,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     app.include_router(conversations_router)
     app.include_router(events_router)
+    app.include_router(webhooks_router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)

@@ -129,6 +129,32 @@ def _purge_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from aurion.observability import configure_logging
+    from aurion.webhooks.delivery import Deliverer, delivery_engine
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    url = _Database(settings).url()
+
+    async def run() -> None:
+        deliverer = Deliverer(delivery_engine(settings, url), settings)
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(deliverer.run())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await deliverer.engine.dispose()
+
+    print("Delivering webhooks (SIGTERM or Ctrl-C stops).", flush=True)
+    asyncio.run(run())
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from aurion.auth.tokens import mint_token
 
@@ -225,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings are AURION_* environment variables (README.md, Configuration).",
         epilog="examples:\n"
         "  aurion serve --migrate --print-token       # local: migrate, print a token, serve\n"
+        "  aurion worker                              # deliver webhooks on its own\n"
         "  aurion db upgrade                          # once per deploy, before serving\n"
         "  aurion serve --host 0.0.0.0 --port 8000    # production (AURION_ENV=production)\n"
         "  TOKEN=$(aurion token --workspace demo --sub me)\n"
@@ -301,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Delete expired Idempotency-Key records (the service also does this hourly).",
     )
     purge.set_defaults(func=_purge_keys)
+
+    worker = sub.add_parser(
+        "worker",
+        help="Deliver webhooks (without serving HTTP).",
+        description="Deliver events to webhooks until stopped: what every 'aurion serve' "
+        "process also does unless AURION_WEBHOOK_DELIVERY=false. Run as many as you like; no "
+        "attempt is sent twice.",
+    )
+    worker.set_defaults(func=_worker)
 
     token = sub.add_parser(
         "token",
