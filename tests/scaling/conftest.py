@@ -282,7 +282,8 @@ def start_server(database_url: str, workers: int, log: Path, **env: str) -> Serv
     try:
         wait_for_port(port, process, log, timeout=60)
         deadline = time.monotonic() + 30
-        while len(server.worker_pids()) < workers and time.monotonic() < deadline:
+        # One worker is the server process itself (uvicorn forks no children then).
+        while workers > 1 and len(server.worker_pids()) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
         for _ in range(300):
             try:
