@@ -396,7 +396,10 @@ class TestReadme:
             for item in document["paths"].values()
             for op in item.values()
             for response in op["responses"].values()
-            for example in response["content"]["application/json"].get("examples", {}).values()
+            for example in response.get("content", {})
+            .get("application/json", {})
+            .get("examples", {})
+            .values()
             if isinstance(example["value"].get("detail"), str)
         }
         assert "conversation_not_found" in codes
