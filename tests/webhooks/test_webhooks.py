@@ -117,6 +117,14 @@ class TestUrlSafety:
             assert response.json()["code"] == "webhook_url_not_allowed"
             assert (await client.get(HOOKS, headers=headers)).json() == {"items": []}
 
+    @pytest.mark.parametrize("url", ["http://[/x", "http://127.0.0.1:99999/x", "https:///x"])
+    async def test_urls_that_do_not_parse_are_refused(
+        self, client: httpx.AsyncClient, hook_auth: dict[str, str], url: str
+    ) -> None:
+        response = await client.post(HOOKS, json=body(url=url), headers=hook_auth)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "webhook_url_not_allowed"
+
 
 class TestDeleteWebhook:
     async def test_deleted_then_404(

@@ -139,7 +139,7 @@ class Deliverer:
                     http_status = response.status_code
         except safety.UrlNotAllowed as exc:
             error = str(exc)
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # whatever went wrong, the attempt failed and is recorded
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration_ms = int((time.monotonic() - started) * 1000)
         succeeded = http_status is not None and 200 <= http_status < 300

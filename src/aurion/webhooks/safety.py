@@ -15,6 +15,8 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
+
 
 class UrlNotAllowed(ValueError):
     """The URL may not receive webhooks; the message says why."""
@@ -43,7 +45,12 @@ def is_public(address: IpAddress) -> bool:
 
 def check_form(url: str, *, allow_private: bool) -> None:
     """The URL's form: absolute http(s) with a host, https unless private URLs are allowed."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise UrlNotAllowed("The URL is not a valid URL.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UrlNotAllowed("The URL must be an absolute http(s) URL with a host.")
     if parts.scheme != "https" and not allow_private:
@@ -72,7 +79,7 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
             )
-        except (socket.gaierror, UnicodeError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
             raise UrlNotAllowed(f"The URL's host {host!r} does not resolve.") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     refused = [a for a in addresses if not is_public(a)]

@@ -26,7 +26,7 @@ def _unique(value: list[str]) -> list[str]:
 
 Url = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"),
+    StringConstraints(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$"),
     AfterValidator(_no_control),
 ]
 Description = Annotated[
@@ -54,6 +54,7 @@ class WebhookCreate(BaseModel):
         max_length=9,
         description="The event types to deliver (at least one, no repeats).",
         examples=[_TYPES],
+        json_schema_extra={"uniqueItems": True},
     )
     description: Description | None = Field(
         default=None,
