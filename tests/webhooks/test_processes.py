@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks.webhooks import Webhook as Verifier
 
-from tests.conftest import TokenFactory
+from tests.conftest import TEST_SECRET, TokenFactory
 from tests.scaling.conftest import Server, start_server, stop
 from tests.support import child_url
 from tests.webhooks.receiver import receiver
@@ -25,6 +29,23 @@ FAST = {
     "AURION_WEBHOOK_ALLOW_PRIVATE": "true",
     "AURION_WEBHOOK_POLL_INTERVAL_SECONDS": "0.05",
 }
+
+
+@pytest.fixture
+def every(token_for: TokenFactory, workspace: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(workspace, EVERY)}"}
+
+
+@pytest.fixture
+def every_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The session's in-process client: its app does not deliver (make_settings)."""
+    return client
+
+
+def spawn(command: list[str], env: dict[str, str], out: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def log_of(server: Server, headers: dict[str, str], hook_id: str) -> list[dict[str, Any]]:
@@ -156,3 +177,39 @@ async def test_two_processes_never_send_one_attempt_twice(
                 assert {(e["attempt"], e["status"]) for e in log} == {(1, "succeeded")}
         finally:
             stop(server.process)
+
+
+async def test_aurion_worker_delivers_on_its_own(
+    database_url: str, tmp_path: Path, every_client: httpx.AsyncClient, every: dict[str, str]
+) -> None:
+    """The service with delivery off, and `aurion worker` beside it."""
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AURION_ENV": "test",
+        "AURION_JWT_SECRET": TEST_SECRET,
+        **FAST,
+    }
+    with receiver() as hook_receiver, log.open("wb") as out:
+        worker = spawn([str(Path(sys.executable).with_name("aurion")), "worker"], env, out)
+        try:
+            hook = await every_client.post(
+                "/api/v2/webhooks",
+                json={"url": hook_receiver.url, "types": ["conversation.created"]},
+                headers=every,
+            )
+            assert hook.status_code == 201
+            created = await every_client.post(
+                "/api/v2/conversations", json={"subject": "w"}, headers=every
+            )
+            (got,) = await hook_receiver.arrived(1)
+            assert (
+                Verifier(hook.json()["secret"]).verify(got.body, got.headers)["data"][
+                    "conversation"
+                ]
+                == created.json()
+            )
+        finally:
+            worker.terminate()
+            assert worker.wait(15) == 0, log.read_text()

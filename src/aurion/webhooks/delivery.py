@@ -149,8 +149,20 @@ class Deliverer:
             else retry_delay(row["attempt"], self.settings.webhook_retry_schedule_seconds)
         )
         next_at = attempted_at + timedelta(seconds=delay) if delay is not None else None
-        if not succeeded and error is None:
-            error = f"HTTP {http_status}"
+        if not succeeded:
+            error = error or f"HTTP {http_status}"
+            # Ids and the outcome only: a URL may carry a receiver's token in its query.
+            logger.info(
+                "webhook attempt failed",
+                extra={
+                    "workspace_id": row["workspace_id"],
+                    "webhook_id": str(row["webhook_id"]),
+                    "event_id": str(row["event_id"]),
+                    "attempt": row["attempt"],
+                    "error": error if http_status is not None else error.split(":", 1)[0],
+                    "retry_in_seconds": None if delay is None else round(delay, 1),
+                },
+            )
         try:
             await self._run(
                 repository.RECORD,

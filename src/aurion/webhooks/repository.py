@@ -189,7 +189,7 @@ WITH due AS (
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.workspace_id, d.webhook_id, d.event_id, d.attempt
 )
-SELECT c.id, c.event_id, c.attempt, w.url, w.secret,
+SELECT c.id, c.workspace_id, c.webhook_id, c.event_id, c.attempt, w.url, w.secret,
        convert_to(({event_json_sql("e")})::text, 'UTF8') AS body
 FROM claimed c
 JOIN webhooks w ON w.workspace_id = c.workspace_id AND w.id = c.webhook_id
