@@ -200,3 +200,17 @@ def test_settings_read_the_schedule_from_the_environment(
 
     assert Settings().webhook_retry_schedule_seconds == [1, 2.5]
     assert make_settings(database_url).webhook_delivery is False
+
+
+def test_the_default_schedule_spans_about_a_day_with_jitter() -> None:
+    from aurion.settings import Settings
+    from aurion.webhooks.delivery import retry_delay
+
+    schedule = Settings(env="test").webhook_retry_schedule_seconds
+    assert schedule[:5] == [5, 30, 120, 600, 3600]
+    assert 23 * 3600 <= sum(schedule) <= 25 * 3600
+    delays = [retry_delay(1, schedule) for _ in range(200)]
+    assert all(d is not None and 4.5 <= d <= 5.5 for d in delays)
+    assert len(set(delays)) > 100, "jittered"
+    assert retry_delay(len(schedule), schedule) is not None
+    assert retry_delay(len(schedule) + 1, schedule) is None

@@ -47,7 +47,11 @@ DISPATCH_EVENTS = 500
 DISPATCH_ROUNDS = 10  # then sending gets its turn
 # A lease outlasts the longest attempt by this much.
 LEASE_MARGIN_SECONDS = 30
+# Connections of the delivery loop (statements are short; sends hold none).
+DELIVERY_POOL_SIZE = 3
 ERROR_BACKOFF_SECONDS = 2.0
+# Recording an outcome is retried this often (1 s, 2 s apart) while the database is unwell.
+RECORD_TRIES = 3
 
 
 def retry_delay(attempt: int, schedule: Sequence[float]) -> float | None:
@@ -85,7 +89,8 @@ class Deliverer:
         )
 
     async def _run(self, statement: Statement, values: dict[str, Any]) -> list[Any]:
-        async with self.engine.connect() as conn, driver_of(conn, pgbouncer=False) as db:
+        pgbouncer = self.settings.db_pgbouncer
+        async with self.engine.connect() as conn, driver_of(conn, pgbouncer=pgbouncer) as db:
             return await db.fetch(statement, values)
 
     async def dispatch(self) -> int:
@@ -163,30 +168,32 @@ class Deliverer:
                     "retry_in_seconds": None if delay is None else round(delay, 1),
                 },
             )
-        try:
-            await self._run(
-                repository.RECORD,
-                {
-                    "id": row["id"],
-                    "lease_id": lease_id,
-                    "status": "succeeded" if succeeded else "failed",
-                    "http_status": http_status,
-                    "duration_ms": duration_ms,
-                    "error": error,
-                    "attempted_at": attempted_at,
-                    "next_attempt_at": next_at,
-                },
-            )
-        except Exception:
-            # The lease expires and the attempt is sent again: at least once, never lost.
-            logger.exception("could not record webhook delivery %s", row["id"])
+        outcome = {
+            "id": row["id"],
+            "lease_id": lease_id,
+            "status": "succeeded" if succeeded else "failed",
+            "http_status": http_status,
+            "duration_ms": duration_ms,
+            "error": error,
+            "attempted_at": attempted_at,
+            "next_attempt_at": next_at,
+        }
+        for attempt in range(RECORD_TRIES):
+            try:
+                await self._run(repository.RECORD, outcome)
+                return
+            except Exception as exc:
+                logger.warning("could not record a webhook attempt: %s", type(exc).__name__)
+                await asyncio.sleep(attempt + 1)
+        # Given up: the lease expires and the attempt is sent again (at least once, not lost).
 
     async def poll(self) -> int:
         """One round: dispatch, then claim; how much work it found."""
         return await self.dispatch() + await self.claim()
 
     async def run(self) -> None:
-        """Poll until cancelled; a round that found work is followed at once by another."""
+        """Poll until cancelled. A round that found work is followed at once by another; with
+        every slot busy, the next round starts as soon as one frees up."""
         interval = self.settings.webhook_poll_interval_seconds
         try:
             while True:
@@ -198,7 +205,11 @@ class Deliverer:
                     logger.warning("webhook delivery round failed: %s", type(exc).__name__)
                     await asyncio.sleep(ERROR_BACKOFF_SECONDS)
                     continue
-                if not found:
+                if len(self.in_flight) >= self.settings.webhook_concurrency:
+                    await asyncio.wait(
+                        self.in_flight, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                    )
+                elif not found:
                     await asyncio.sleep(interval)
         finally:
             for task in list(self.in_flight):
@@ -211,5 +222,11 @@ def delivery_engine(settings: Settings, url: str) -> AsyncEngine:
     """The delivery loop's own small pool: it never takes a connection from the requests."""
     from aurion.db.engine import create_engine
 
-    small = settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 0})
+    small = settings.model_copy(
+        update={
+            "db_pool_size": DELIVERY_POOL_SIZE,
+            "db_max_overflow": 0,
+            "db_pool_timeout_seconds": 10,
+        }
+    )
     return create_engine(small, url)
