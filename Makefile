@@ -41,30 +41,35 @@ openapi: install
 	$(BIN)/python -m aurion.docs openapi.json
 
 lint: install
-	$(BIN)/ruff format --check src tests migrations bench
-	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench harness
+	$(BIN)/ruff check src tests migrations bench harness
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format src tests migrations bench
-	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format src tests migrations bench harness
+	$(BIN)/ruff check --fix src tests migrations bench harness
 
 # Debian packages some tests and the benchmark use (wrk, chromium, pgbouncer, nginx, node).
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The benchmark (docs/performance.md; about 10 minutes). Not part of `make test`.
-# BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-data --duration 5" (see --help).
+# The benchmark (docs/performance.md; about 15 minutes with the scale-out part). Not part of
+# `make test`. BENCH_ARGS passes options (BENCH_ARGS="--help" lists them), e.g.
+# BENCH_ARGS="--quick": a smoke run of a minute or two that writes no report. SCALE_OUT_ARGS
+# passes the scale-out part's (--quick too, implied by BENCH_ARGS="--quick").
+SCALE_OUT_ARGS ?= $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+
 bench: install
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
-	$(MAKE) bench-scale-out
+	@case " $(BENCH_ARGS) " in *" --help "*|*" -h "*) ;; *) $(MAKE) bench-scale-out ;; esac
 
 # The scale-out run of the benchmark (docs/scaling.md): 1, 2, 4 processes behind nginx, PgBouncer.
 bench-scale-out: install
 	bash scripts/install-system-deps.sh nginx pgbouncer
-	$(BIN)/python -m bench.scale_out
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.scale_out $(SCALE_OUT_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

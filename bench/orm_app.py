@@ -25,9 +25,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aurion.conversations.models import Activity, Conversation
-from aurion.conversations.repository import INHERITED_COLUMNS
 from aurion.db.engine import create_engine
 from aurion.settings import Settings
+from bench.yardstick import INHERITED_COLUMNS
 
 
 class ChildIn(BaseModel):
@@ -46,9 +46,7 @@ def _output_model() -> type[BaseModel]:
         fields[column.key] = (kind | None if column.nullable else kind, ...)
     fields["messages"] = (list[dict[str, Any]], ...)
     fields["tab_counts"] = (dict[str, Any], ...)
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        "ConversationOut", __config__=ConfigDict(from_attributes=True), **fields
-    )
+    return create_model("ConversationOut", __config__=ConfigDict(from_attributes=True), **fields)
 
 
 ConversationOut = _output_model()

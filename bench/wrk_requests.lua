@@ -1,4 +1,4 @@
--- wrk script of the benchmark (bench/run.py): one request per call, spread over many parents.
+-- wrk script of the benchmark (bench/driver.py): one request per call, on ids drawn at random.
 --
 --   wrk -t1 -c32 -d8s -s bench/wrk_requests.lua http://127.0.0.1:PORT -- \
 --       MODE IDS_FILE TOKEN TAG EXPECTED_STATUS
@@ -7,7 +7,7 @@
 -- Idempotency-Key (TAG-thread-counter); MODE "get": GET /api/v2/conversations/{id}.
 -- The id is drawn at random from IDS_FILE (one per line) for every request. Every response
 -- whose status is not EXPECTED_STATUS counts as an error. done() prints one line
--- "WRK_JSON {...}" that bench/run.py parses.
+-- "WRK_JSON {...}" that bench/driver.py parses.
 
 local threads = {}
 

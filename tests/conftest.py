@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,29 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield started
 
 
+@asynccontextmanager
+async def asgi_client(
+    app: FastAPI, base_url: str = "http://testserver", **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling ``app`` in this process (no server, no socket)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, **options) as c:
+        yield c
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, base_url: str = "http://testserver", **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app of its own, started (lifespan and all) with ``settings``."""
+    async for app in started_app(settings):
+        async with asgi_client(app, base_url, **options) as c:
+            yield c
+
+
 @pytest.fixture(scope="session")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
+from tests.conftest import app_client, make_settings
 
 
 def child_url(conversation_id: object) -> str:
@@ -39,6 +39,16 @@ async def count_rows(engine: AsyncEngine, workspace: str) -> dict[str, int]:
     return counts
 
 
+async def activity_kinds(engine: AsyncEngine, workspace: str) -> dict[str, int]:
+    """How many activities of each kind a workspace has."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT kind, count(*) FROM activities WHERE workspace_id = :w GROUP BY kind"),
+            {"w": workspace},
+        )
+        return {kind: int(n) for kind, n in rows.all()}
+
+
 @asynccontextmanager
 async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> AsyncIterator[None]:
     """Hold a conversation's row lock (as a slow concurrent writer would) for the block."""
@@ -54,10 +64,8 @@ async def parent_locked(engine: AsyncEngine, workspace: str, parent_id: str) -> 
 @asynccontextmanager
 async def client_with(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app started with some settings changed."""
-    async for app in started_app(make_settings(database_url, **overrides)):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-            yield c
+    async with app_client(make_settings(database_url, **overrides), "http://t", timeout=60) as c:
+        yield c
 
 
 def assert_unavailable(response: httpx.Response) -> None:

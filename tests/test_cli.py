@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _aurion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -46,7 +41,7 @@ def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(fresh_env: dict[str, str]) -> Iterator[tuple[str, str]]:
     """`aurion serve --migrate --print-token` on a free port; its base URL and printed token."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "aurion.cli", "serve", "--migrate", "--print-token",
          "--port", str(port)],

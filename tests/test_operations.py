@@ -26,8 +26,8 @@ from aurion.cli import build_parser
 from aurion.docs import ASSET_NAMES
 from aurion.observability import JsonFormatter
 from aurion.settings import Settings
+from harness.processes import free_port
 from tests.conftest import ROOT, Factory, make_settings, started_app
-from tests.e2e.live import free_port
 
 CHILDREN_ROUTE = "/api/v2/conversations/{conversation_id}/children"
 

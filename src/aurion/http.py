@@ -19,7 +19,7 @@ from aurion.settings import Settings
 JSON = "application/json"
 
 
-def if_match_versions(
+async def if_match_versions(
     if_match: Annotated[
         str | None,
         Header(
@@ -30,7 +30,11 @@ def if_match_versions(
     ] = None,
 ) -> list[int] | None:
     """The versions ``If-Match`` accepts (RFC 9110 strong comparison): None for no header or
-    ``*`` (any current version); an empty list when no listed tag can ever match."""
+    ``*`` (any current version); an empty list when no listed tag can ever match.
+
+    async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a round trip
+    through the thread pool that cost more than the rest of the request's Python (profiled).
+    """
     if if_match is None:
         return None
     versions: list[int] = []

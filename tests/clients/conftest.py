@@ -1,15 +1,5 @@
-from __future__ import annotations
+"""The real server (``server``), shared with tests/e2e and tests/clients."""
 
-from collections.abc import Iterator
+from tests.e2e.live import server
 
-import pytest
-
-from tests.conftest import TEST_SECRET
-from tests.e2e.live import LiveServer, live_server
-
-
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The real ``aurion serve`` process on a free port, against the test database."""
-    with live_server(database_url, TEST_SECRET, tmp_path_factory.mktemp("server")) as live:
-        yield live
+__all__ = ["server"]

@@ -19,8 +19,8 @@ import pytest
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE, ROOT
-from tests.e2e.live import LiveServer
 
 CONFIG = "project_name_override: aurion-client\npackage_name_override: aurion_client\n"
 
@@ -67,9 +67,7 @@ def client_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 
 @pytest.fixture
-def api(
-    client_package: dict[str, ModuleType], server: LiveServer, settings: Settings
-) -> Iterator[Any]:
+def api(client_package: dict[str, ModuleType], server: Server, settings: Settings) -> Iterator[Any]:
     token = mint_token(
         settings, workspace=f"ws_{uuid.uuid4().hex[:12]}", subject="sdk-user", scopes=READ_WRITE
     )

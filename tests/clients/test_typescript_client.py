@@ -15,8 +15,9 @@ import pytest
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE, ROOT
-from tests.e2e.live import LiveServer, npm_ci, require_node
+from tests.e2e.live import npm_ci, require_node
 
 TS = Path(__file__).resolve().parent / "ts"
 
@@ -52,9 +53,7 @@ def test_generated_types_compile_with_a_typed_child_call(schema: Path) -> None:
     assert compiled.returncode == 0, TSC_FAILED + compiled.stdout + compiled.stderr
 
 
-def test_the_typed_call_creates_a_child(
-    schema: Path, server: LiveServer, settings: Settings
-) -> None:
+def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: Settings) -> None:
     emitted = run(
         "node_modules/typescript/bin/tsc", "-p", ".", "--noEmit", "false", "--outDir", "build"
     )

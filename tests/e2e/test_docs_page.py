@@ -18,14 +18,15 @@ import pytest
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
+from harness.server import Server
 from tests.conftest import READ_WRITE
-from tests.e2e.live import LiveServer, npm_ci, require_chromium, require_node
+from tests.e2e.live import npm_ci, require_chromium, require_node
 
 HERE = Path(__file__).resolve().parent
 
 
 def run_docs_page(
-    server: LiveServer, token: str, parent_id: str, subject: str, shots: Path
+    server: Server, token: str, parent_id: str, subject: str, shots: Path
 ) -> dict[str, Any]:
     chromium = require_chromium()
     node = str(Path(require_node()).with_name("node"))
@@ -57,7 +58,7 @@ def run_docs_page(
 
 @pytest.fixture(scope="module")
 def docs_run(
-    server: LiveServer, tmp_path_factory: pytest.TempPathFactory, settings: Settings
+    server: Server, tmp_path_factory: pytest.TempPathFactory, settings: Settings
 ) -> dict[str, Any]:
     workspace = f"ws_{uuid.uuid4().hex[:12]}"
     token = mint_token(settings, workspace=workspace, subject="docs-reader", scopes=READ_WRITE)
@@ -81,7 +82,7 @@ def docs_run(
     }
 
 
-def test_execute_creates_a_child_with_201(docs_run: dict[str, Any], server: LiveServer) -> None:
+def test_execute_creates_a_child_with_201(docs_run: dict[str, Any], server: Server) -> None:
     assert docs_run["title"].startswith("Aurion Conversations API")
     assert docs_run["status"] == 201
     child = docs_run["body"]
@@ -119,7 +120,7 @@ def test_redoc_renders_offline(docs_run: dict[str, Any]) -> None:
 
 
 def test_access_log_names_the_workspace_and_never_the_token(
-    docs_run: dict[str, Any], server: LiveServer
+    docs_run: dict[str, Any], server: Server
 ) -> None:
     records = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     created = [

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from harness.server import Server
 from tests.conftest import ROOT, TEST_SECRET
-from tests.e2e.live import LiveServer
 
 
 def try_it_blocks() -> list[str]:
@@ -27,7 +27,7 @@ def try_it_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
 
 
-def run_block(block: str, server: LiveServer, database_url: str) -> str:
+def run_block(block: str, server: Server, database_url: str) -> str:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     script = block.replace(".venv/bin/aurion", str(Path(sys.executable).with_name("aurion")))
@@ -65,9 +65,7 @@ def json_values(output: str) -> list[Any]:
     return values
 
 
-def test_the_try_it_commands_create_a_child_then_read_it(
-    server: LiveServer, database_url: str
-) -> None:
+def test_the_try_it_commands_create_a_child_then_read_it(server: Server, database_url: str) -> None:
     blocks = try_it_blocks()
     assert len(blocks) == 2
     # Both blocks in one shell: the second uses the first's $TOKEN and $PARENT.

@@ -4,59 +4,42 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
-from tests.support import assert_counters_exact
+from tests.support import activity_kinds, assert_counters_exact, client_with
 
 
 async def test_200_simultaneous_children_of_one_parent(
     database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
 ) -> None:
-    settings = make_settings(
+    async with client_with(
         database_url,
         max_children_per_parent=1000,
         db_pool_size=30,
         db_max_overflow=0,
         db_pool_timeout_seconds=60,
         db_lock_timeout_ms=30_000,
-    )
-    async for app in started_app(settings):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-            parent = (
-                await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
-            ).json()
-            responses = await asyncio.gather(
-                *[
-                    c.post(
-                        f"/api/v2/conversations/{parent['id']}/children",
-                        json={"subject": f"child {i}"},
-                        headers={**auth, "Idempotency-Key": f"k{i}"},
-                    )
-                    for i in range(200)
-                ]
-            )
-            after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
+    ) as c:
+        parent = (await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)).json()
+        responses = await asyncio.gather(
+            *[
+                c.post(
+                    f"/api/v2/conversations/{parent['id']}/children",
+                    json={"subject": f"child {i}"},
+                    headers={**auth, "Idempotency-Key": f"k{i}"},
+                )
+                for i in range(200)
+            ]
+        )
+        after = (await c.get(f"/api/v2/conversations/{parent['id']}", headers=auth)).json()
     assert [r.status_code for r in responses] == [201] * 200
     assert len({r.json()["id"] for r in responses}) == 200
     assert after["version"] == 1 + 200
     assert after["tab_counts"]["related"] == 200
     assert after["tab_counts"]["activities"] == 1 + 200
+    kinds = await activity_kinds(engine, workspace)
     async with engine.connect() as conn:
-        kinds = dict(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT kind, count(*) FROM activities WHERE workspace_id = :w "
-                        "GROUP BY kind"
-                    ),
-                    {"w": workspace},
-                )
-            ).all()
-        )
         keys = (
             await conn.execute(
                 text("SELECT count(*) FROM idempotency_keys WHERE workspace_id = :w"),

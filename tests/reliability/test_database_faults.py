@@ -7,11 +7,7 @@ cluster of their own rather than the shared test server.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,10 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from aurion.db.embedded import EmbeddedPostgres
 from aurion.db.engine import async_url
 from aurion.db.migrate import upgrade
-from tests.conftest import READ_WRITE, TEST_SECRET, make_settings, started_app
-from tests.support import assert_unavailable, parent_locked
-
-ROOT = Path(__file__).resolve().parents[2]
+from harness.server import serve_aurion
+from tests.conftest import READ_WRITE, TEST_SECRET, asgi_client, make_settings, started_app
+from tests.support import activity_kinds, assert_unavailable, parent_locked
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +58,7 @@ async def fault_app(fault_url: str) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def fault_client(fault_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fault_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as c:
+    async with asgi_client(fault_app, "http://t", timeout=30) as c:
         yield c
 
 
@@ -111,13 +105,7 @@ async def check_invariants(engine: AsyncEngine, workspace: str, parent_id: str) 
                 {"w": workspace, "p": uuid.UUID(parent_id)},
             )
         ).scalar_one()
-        kinds = (
-            await conn.execute(
-                text("SELECT kind, count(*) FROM activities WHERE workspace_id = :w GROUP BY kind"),
-                {"w": workspace},
-            )
-        ).all()
-    by_kind = dict(kinds)
+    by_kind = await activity_kinds(engine, workspace)
     assert version == 1 + len(children)
     assert by_kind.get("child_created", 0) == len(children)
     assert by_kind.get("created_from_parent", 0) == len(children)
@@ -270,49 +258,24 @@ class TestServerDown:
             assert created <= set(ids)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """The real server process, as a user starts it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "aurion.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 class TestGracefulShutdown:
     async def test_sigterm_lets_in_flight_requests_finish(
-        self, fault_url: str, direct: AsyncEngine, workspace: str
+        self, fault_url: str, direct: AsyncEngine, workspace: str, tmp_path: Path
     ) -> None:
-        port = _free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": fault_url,
-            "AURION_JWT_SECRET": TEST_SECRET,
-            "AURION_LOG_LEVEL": "WARNING",
-        }
-        server = _start_server(env, port)
-        base = f"http://127.0.0.1:{port}"
+        env = {"AURION_JWT_SECRET": TEST_SECRET, "AURION_LOG_LEVEL": "WARNING"}
+        # /healthz, not /readyz: the server must be up, whatever the faulty proxy does.
+        log = tmp_path / "server.log"
+        live = await asyncio.to_thread(
+            serve_aurion, fault_url, log_path=log, env=env, ready_path="/healthz"
+        )
+        server = live.process
         settings = make_settings(fault_url)
         from aurion.auth.tokens import mint_token
 
         token = mint_token(settings, workspace=workspace, subject="u", scopes=READ_WRITE)
         auth = {"Authorization": f"Bearer {token}"}
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-                for _ in range(100):
-                    try:
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
+            async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
                 parent_id = await new_parent(client, auth)
                 async with parent_locked(direct, workspace, parent_id):
                     in_flight = asyncio.create_task(

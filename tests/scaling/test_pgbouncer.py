@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from harness.pgbouncer import PgBouncer
 from tests.conftest import TokenFactory, make_settings, started_app
-from tests.scaling.conftest import PGBOUNCER_POOL_SIZE, PgBouncer
+from tests.scaling.conftest import PGBOUNCER_POOL_SIZE
 
 PARENT = {
     "subject": "Printer on fire",

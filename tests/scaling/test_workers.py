@@ -11,15 +11,15 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
+from harness.server import Server
 from tests.conftest import TokenFactory
-from tests.scaling.conftest import Server
 
 
 def _client(server: Server) -> httpx.AsyncClient:
@@ -54,24 +54,12 @@ def _database_port(database_url: str) -> int:
 
 def _workers_connected_to_postgres(server: Server, port: int) -> int:
     """How many worker processes hold a TCP connection to PostgreSQL (they pool them)."""
-    remote = f":{port:04X}"
-    established = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[2].endswith(remote) and fields[3] == "01":
-                established[fields[9]] = True
     busy = 0
     for pid in server.worker_pids():
-        inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = fd.readlink().as_posix()
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        busy += bool(inodes & established.keys())
+        busy += any(
+            c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+        )
     return busy
 
 

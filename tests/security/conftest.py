@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from aurion.settings import Settings
-from tests.conftest import make_settings, started_app
+from tests.conftest import app_client, make_settings
 from tests.security.keys import AUDIENCE, ISSUER, RSA_PUBLIC
 
 
@@ -22,13 +21,6 @@ def rsa_settings(database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def rsa_app(rsa_settings: Settings) -> AsyncIterator[FastAPI]:
-    async for app in started_app(rsa_settings):
-        yield app
-
-
-@pytest.fixture(scope="session")
-async def rsa_client(rsa_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=rsa_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+async def rsa_client(rsa_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(rsa_settings) as client:
         yield client

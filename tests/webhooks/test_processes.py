@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook as Verifier
 
+from harness.server import Server, serve_aurion
 from tests.conftest import TEST_SECRET, TokenFactory
-from tests.scaling.conftest import Server, start_server, stop
 from tests.support import child_url
 from tests.webhooks.receiver import receiver
 
@@ -40,6 +40,23 @@ def every(token_for: TokenFactory, workspace: str) -> dict[str, str]:
 def every_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     """The session's in-process client: its app does not deliver (make_settings)."""
     return client
+
+
+def start_server(database_url: str, workers: int, log: Path, **env: str) -> Server:
+    """``aurion serve`` with ``workers`` processes (1: the server process itself)."""
+    environment = {
+        "AURION_ENV": "test",
+        "AURION_JWT_SECRET": TEST_SECRET,
+        "AURION_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return serve_aurion(
+        database_url,
+        log_path=log,
+        env=environment,
+        workers=workers if workers > 1 else None,
+        args=["--graceful-timeout", "2"],
+    )
 
 
 def spawn(command: list[str], env: dict[str, str], out: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -112,7 +129,7 @@ def test_a_pending_retry_is_delivered_after_a_restart(
                 (1, "failed", 500),
             ]
         finally:
-            stop(second.process)
+            second.stop()
 
 
 async def test_two_processes_never_send_one_attempt_twice(
@@ -176,7 +193,7 @@ async def test_two_processes_never_send_one_attempt_twice(
                 assert len(log) == 40
                 assert {(e["attempt"], e["status"]) for e in log} == {(1, "succeeded")}
         finally:
-            stop(server.process)
+            server.stop()
 
 
 async def test_aurion_worker_delivers_on_its_own(

@@ -91,7 +91,7 @@ def message_json_sql(alias: str) -> str:
 
 
 def conversation_json_sql(alias: str, messages: str) -> str:
-    """The public object of the conversation row ``alias``, with ``messages`` (jsonb) embedded."""
+    """The public object of the conversation row ``alias``, with ``messages`` (json) embedded."""
     tab_counts = json_object_sql(
         {
             "activities": f"{alias}.n_activities",
@@ -108,9 +108,9 @@ def conversation_json_sql(alias: str, messages: str) -> str:
 
 
 def newest_messages_sql(alias: str) -> str:
-    """The newest messages of ``alias`` (at most 200), oldest first, as a jsonb array."""
-    return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::jsonb ELSE (
-        SELECT jsonb_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
+    """The newest messages of ``alias`` (at most 200), oldest first, as a json array."""
+    return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::json ELSE (
+        SELECT json_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
         FROM (SELECT * FROM messages
               WHERE workspace_id = {alias}.workspace_id AND conversation_id = {alias}.id
               ORDER BY created_at DESC, id DESC
@@ -118,7 +118,7 @@ def newest_messages_sql(alias: str) -> str:
 
 
 def rendered_cte(source: str, messages: str) -> str:
-    """The CTE ``rendered``: ``doc`` (jsonb, for events) and ``body`` (the response's bytes),
+    """The CTE ``rendered``: ``doc`` (json, for events) and ``body`` (the response's bytes),
     with the object's ``id`` and ``version``, for each row of ``source``."""
     return f"""rendered AS (
     SELECT r.doc, convert_to(r.doc::text, 'UTF8') AS body, r.id, r.version
@@ -171,7 +171,7 @@ p AS (
         n_activities = c.n_activities + CASE WHEN c.status IN {RESOLVED} THEN 2 ELSE 1 END,
         status = CASE WHEN c.status IN {RESOLVED} THEN 'open' ELSE c.status END
     FROM ok
-    WHERE c.workspace_id = :workspace_id AND c.id = ok.id
+    WHERE c.workspace_id = :workspace_id AND c.id = :parent_id
 ), child AS (
     INSERT INTO conversations (
         workspace_id, id, parent_id, subject, status, version, created_at, updated_at,
@@ -197,7 +197,7 @@ p AS (
                             'child_id', :child_id::uuid))
     ) AS a(id, conversation_id, kind, payload)
     WHERE a.kind <> 'reopened' OR ok.status IN {RESOLVED}
-), {rendered_cte("child", "'[]'::jsonb")},{
+), {rendered_cte("child", "'[]'::json")},{
         event_cte(
             "child_created",
             "child.created",
@@ -282,7 +282,7 @@ conversation AS (
 ), {
         rendered_cte(
             "conversation",
-            f"(SELECT coalesce(jsonb_agg({message_json_sql('m')} ORDER BY m.id), '[]'::jsonb)"
+            f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.id), '[]'::json)"
             " FROM message m)",
         )
     },{
@@ -333,9 +333,9 @@ SELECT EXISTS (
         WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
     ) AS found,
     convert_to(coalesce(
-        jsonb_agg({conversation_json_sql("c", newest_messages_sql("c"))} ORDER BY c.id DESC)
+        json_agg({conversation_json_sql("c", newest_messages_sql("c"))} ORDER BY c.id DESC)
             FILTER (WHERE c.rn <= :limit),
-        '[]'::jsonb)::text, 'UTF8') AS items,
+        '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
     (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id
 FROM page c

@@ -20,7 +20,8 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the tests and the benchmark use it too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -52,7 +53,7 @@ class EmbeddedPostgres:
         # binds with SO_REUSEADDR, so lingering TIME_WAIT connections do not block it).
         if self.port_file.exists():
             return int(self.port_file.read_text().strip())
-        port = _free_port()
+        port = free_port()
         self.port_file.write_text(str(port))
         return port
 

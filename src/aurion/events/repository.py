@@ -26,7 +26,7 @@ def event_cte(name: str, event_type: str, source: str, id_sql: str, data_sql: st
 
 
 def event_json_sql(alias: str) -> str:
-    """The public event object of the events row ``alias`` (jsonb): the feed's items and the
+    """The public event object of the events row ``alias`` (json): the feed's items and the
     body of a webhook delivery are the same JSON."""
     return json_object_sql(
         {
@@ -70,7 +70,7 @@ WITH page AS (
     LIMIT :limit
 )
 SELECT convert_to(
-        coalesce(jsonb_agg({event_json_sql("page")} ORDER BY page.txid, page.id), '[]'::jsonb)
+        coalesce(json_agg({event_json_sql("page")} ORDER BY page.txid, page.id), '[]'::json)
         ::text, 'UTF8') AS items,
     (array_agg(page.txid ORDER BY page.txid DESC, page.id DESC))[1] AS last_txid,
     (array_agg(page.id ORDER BY page.txid DESC, page.id DESC))[1] AS last_id

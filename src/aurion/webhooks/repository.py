@@ -15,7 +15,7 @@ def webhook_json_sql(alias: str, *, secret: bool = False) -> str:
     pairs = {
         "id": f"{alias}.id",
         "url": f"{alias}.url",
-        "types": f"to_jsonb({alias}.types)",
+        "types": f"to_json({alias}.types)",
         "description": f"{alias}.description",
         "created_at": utc_timestamp_sql(f"{alias}.created_at"),
     }
@@ -59,7 +59,7 @@ RETURNING convert_to(({webhook_json_sql("webhooks", secret=True)})::text, 'UTF8'
 
 LIST = Statement(f"""
 SELECT convert_to(coalesce(
-    jsonb_agg({webhook_json_sql("w")} ORDER BY w.created_at, w.id), '[]'::jsonb)::text, 'UTF8'
+    json_agg({webhook_json_sql("w")} ORDER BY w.created_at, w.id), '[]'::json)::text, 'UTF8'
 ) AS items
 FROM webhooks w WHERE w.workspace_id = :workspace_id
 """)
@@ -81,8 +81,8 @@ SELECT EXISTS (
         SELECT 1 FROM webhooks WHERE workspace_id = :workspace_id AND id = :webhook_id
     ) AS found,
     convert_to(coalesce(
-        jsonb_agg({delivery_json_sql("d")} ORDER BY d.id DESC) FILTER (WHERE d.rn <= :limit),
-        '[]'::jsonb)::text, 'UTF8') AS items,
+        json_agg({delivery_json_sql("d")} ORDER BY d.id DESC) FILTER (WHERE d.rn <= :limit),
+        '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
     min(d.id) FILTER (WHERE d.rn <= :limit) AS last_id
 FROM page d

@@ -1,0 +1,10 @@
+"""Real processes for the tests and the benchmark, written once.
+
+* ``harness.processes``: free ports, waiting for a port, stopping a process, the user to run
+  daemons as, CPU time and peak memory of a process tree (psutil);
+* ``harness.server``: the real ``aurion serve`` (or any HTTP app) on a free port, ready;
+* ``harness.pgbouncer``: PgBouncer in transaction pooling mode in front of a database.
+
+Imported from the repository root (``pytest``, ``python -m bench.run``); ``src/`` never
+imports it.
+"""
