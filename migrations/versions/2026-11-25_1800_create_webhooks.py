@@ -36,8 +36,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("workspace_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("webhook_id", sa.UUID(), nullable=False),
         sa.Column("event_id", sa.UUID(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
@@ -65,7 +65,7 @@ def upgrade() -> None:
             name=op.f("fk_webhook_deliveries_workspace_id_webhook_id_webhooks"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        sa.PrimaryKeyConstraint("workspace_id", "id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint(
             "workspace_id",
             "webhook_id",

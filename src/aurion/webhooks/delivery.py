@@ -169,6 +169,7 @@ class Deliverer:
                 },
             )
         outcome = {
+            "workspace_id": row["workspace_id"],
             "id": row["id"],
             "lease_id": lease_id,
             "status": "succeeded" if succeeded else "failed",

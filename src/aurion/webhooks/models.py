@@ -77,8 +77,8 @@ class WebhookDelivery(Base):
         ),
     )
 
+    workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    workspace_id: Mapped[str] = mapped_column(Text)
     webhook_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     attempt: Mapped[int] = mapped_column(Integer)

@@ -177,7 +177,7 @@ SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM moved) AS 
 # leaves one to expire, and then the attempt is sent again: at least once.
 CLAIM = Statement(f"""
 WITH due AS (
-    SELECT d.id FROM webhook_deliveries d
+    SELECT d.workspace_id, d.id FROM webhook_deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
       AND (d.leased_until IS NULL OR d.leased_until < now())
     ORDER BY d.next_attempt_at
@@ -186,7 +186,7 @@ WITH due AS (
 ), claimed AS (
     UPDATE webhook_deliveries d
     SET leased_until = now() + make_interval(secs => :lease_seconds), lease_id = :lease_id
-    FROM due WHERE d.id = due.id
+    FROM due WHERE d.workspace_id = due.workspace_id AND d.id = due.id
     RETURNING d.id, d.workspace_id, d.webhook_id, d.event_id, d.attempt
 )
 SELECT c.id, c.workspace_id, c.webhook_id, c.event_id, c.attempt, w.url, w.secret,
@@ -204,7 +204,7 @@ WITH done AS (
         status = :status, http_status = :http_status, duration_ms = :duration_ms,
         error = :error, attempted_at = :attempted_at, next_attempt_at = :next_attempt_at,
         leased_until = NULL, lease_id = NULL
-    WHERE d.id = :id AND d.lease_id = :lease_id
+    WHERE d.workspace_id = :workspace_id AND d.id = :id AND d.lease_id = :lease_id
     RETURNING d.workspace_id, d.webhook_id, d.event_id, d.attempt
 ), retry AS (
     INSERT INTO webhook_deliveries (
