@@ -75,6 +75,16 @@ FROM bench_parents p, generate_series(1, $3) g
 WHERE p.run = $2
 """
 
+MESSAGES_TO_COPY_SQL = """
+SELECT p.id, (SELECT array_agg(m.id ORDER BY m.created_at, m.id) FROM (
+                  SELECT id, created_at FROM messages
+                  WHERE workspace_id = $1 AND conversation_id = p.id
+                  ORDER BY created_at, id LIMIT $3) m)
+FROM bench_parents p
+WHERE p.run = $2
+ORDER BY p.n
+"""
+
 # The service keeps counters on the conversation row; seeding keeps them exact too.
 MESSAGE_COUNTERS_SQL = """
 UPDATE conversations c SET n_messages = c.n_messages + $3
@@ -156,6 +166,12 @@ class Database:
         sql = MESSAGES_SQL.format(uuid=self.uuid_function)
         run_sql(self.url, sql, args=(WORKSPACE, run, per_parent))
         run_sql(self.url, MESSAGE_COUNTERS_SQL, args=(WORKSPACE, run, per_parent))
+
+    def messages_to_copy(self, run: str, count: int) -> list[str]:
+        """The parents of ``run``, each as "ID M1,M2,...": the ids of its ``count`` oldest
+        messages, for the split scenario to copy (bench/wrk_requests.lua)."""
+        rows = run_sql(self.url, MESSAGES_TO_COPY_SQL, args=(WORKSPACE, run, count))
+        return [f"{r[0]} {','.join(str(m) for m in r[1])}" for r in rows]
 
     def load_large(self, conversations: int) -> None:
         run_sql(self.url, LARGE_CONVERSATIONS_SQL, args=(WORKSPACE, conversations))

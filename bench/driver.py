@@ -89,6 +89,35 @@ def check_create(server: Server, parent: str, token: str) -> None:
         raise RuntimeError(f"{server.name}: {response.status_code} {response.text[:500]}")
 
 
+def check_richer(server: Server, mode: str, target: str, token: str) -> None:
+    """One split (``target`` is "ID M1,M2,...") or batch by hand, as wrk will send it: 201 with
+    the copies and the note, or the ten children, or a clear failure before measuring."""
+    parent, _, copies = target.partition(" ")
+    path = "children/batch"
+    body: dict[str, Any] = {"children": [{"subject": SUBJECT}] * 10}
+    if mode == "split":
+        path = "children"
+        body = {
+            "subject": SUBJECT,
+            "priority": "urgent",
+            "message": {"body": "Split off.", "is_internal": True},
+            "copy_message_ids": copies.split(","),
+        }
+    response = httpx.post(
+        f"{server.base_url}/api/v2/conversations/{parent}/{path}",
+        json=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": f"check-{secrets.token_hex(8)}",
+        },
+        timeout=10,
+    )
+    made = response.json() if response.status_code == 201 else {}
+    count = len(made.get("items", [])) if mode == "batch" else len(made.get("messages", []))
+    if count != (10 if mode == "batch" else len(copies.split(",")) + 1):
+        raise RuntimeError(f"{server.name} {mode}: {response.status_code} {response.text[:500]}")
+
+
 def run_wrk(
     base_url: str,
     *,
@@ -99,11 +128,12 @@ def run_wrk(
     duration: int,
     tag: str,
 ) -> dict[str, Any]:
-    """wrk (bench/wrk_requests.lua): ``children`` POSTs or ``get`` GETs on ids drawn at random;
-    any status but 201 (200 for GETs), socket error or timeout counts as an error."""
+    """wrk (bench/wrk_requests.lua): ``children``, ``split`` or ``batch`` POSTs, or ``get``
+    GETs, on ids drawn at random (for ``split``: "ID M1,M2,..." lines, the parent's messages to
+    copy); any status but 201 (200 for GETs), socket error or timeout counts as an error."""
     ids_file = WORK / f"ids-{tag}.txt"
     ids_file.write_text("\n".join(ids) + "\n")
-    expected = "201" if mode == "children" else "200"
+    expected = "200" if mode == "get" else "201"
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s"]
     argv += ["-s", str(LUA), base_url, "--", mode, str(ids_file), token, tag, expected]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)

@@ -13,6 +13,9 @@ from bench.common import CHILD_LIMIT, ROOT
 from bench.driver import TARGETS
 from bench.measurement import Result, median
 from bench.scenarios import (
+    BATCH,
+    BATCH_SIZE,
+    COPIES,
     CREATION,
     GET_10K,
     GET_200,
@@ -20,6 +23,8 @@ from bench.scenarios import (
     LARGE,
     NO_MESSAGES,
     ONE_PARENT,
+    RICHER,
+    SPLIT,
     SPREAD,
     Bench,
 )
@@ -105,6 +110,8 @@ def build_report(bench: Bench, started: datetime, elapsed: float) -> str:
     lines: list[str] = []
     lines += _the_run(bench, started, elapsed)
     lines += _creation(bench, runs)
+    if runs.pick("service", SPLIT, args.ratio_concurrency):
+        lines += _richer(bench, runs)
     growth = get_growth = get_vs_200 = NAN
     if not args.skip_data:
         section, growth, get_growth, get_vs_200 = _data_size(bench, runs)
@@ -214,6 +221,38 @@ def _creation(bench: Bench, runs: Runs) -> list[str]:
         "CPU time per request is steadier than requests/s on a shared machine (it does not "
         "depend on what else runs); where the CPUs are the bottleneck, throughput goes as the "
         "inverse of the total.",
+    ]
+    return lines
+
+
+def _richer(bench: Bench, runs: Runs) -> list[str]:
+    args = bench.args
+    c = args.ratio_concurrency
+    lines = [
+        "",
+        "## Richer child creation (service)",
+        "",
+        f"SPEC §9, at concurrency {c}, spread over {args.parents} fresh parents per run, in "
+        f"rounds of their own: a **split** is one child with overrides (priority, team, "
+        f"assignee, tags), an internal note and copies of {COPIES} of the parent's messages; a "
+        f"**batch** creates {BATCH_SIZE} children (each with an override) in one request. Each "
+        "request is still one SQL statement. The plain child (the spread scenario above) is "
+        "repeated for comparison.",
+        "",
+        f"| request | {HEADER}",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        runs.row("plain child (spread, above)", runs.pick("service", SPREAD, c)),
+    ]
+    for scenario in RICHER:
+        lines.append(runs.row(scenario, runs.pick("service", scenario, c)))
+    plain = runs.med("service", SPREAD, c)
+    split = runs.med("service", SPLIT, c)
+    batch = runs.med("service", BATCH, c)
+    lines += [
+        "",
+        f"A split runs at {fmt(split / plain)}× the requests/s of a plain child; a batch of "
+        f"{BATCH_SIZE} creates {batch * BATCH_SIZE:.0f} children/s, "
+        f"{fmt(batch * BATCH_SIZE / plain)}× the children/s of single requests.",
     ]
     return lines
 

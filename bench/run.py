@@ -10,8 +10,10 @@ One machine, one database, the same server options for every HTTP target:
 
 Scenarios (bench/scenarios.py): **spread** (requests at random over a few hundred fresh
 parents) and **one parent** (every request on one fresh parent), in interleaved rounds; then
-the cost as data grows (child creation and GET with 10,000 messages against none), a py-spy
-profile and peak memory. Every request carries a bearer token and a fresh Idempotency-Key.
+richer child creation on the service (a split with overrides, a note and 5 copied messages;
+a batch of 10 children); then the cost as data grows (child creation and GET with 10,000
+messages against none), a py-spy profile and peak memory. Every request carries a bearer
+token and a fresh Idempotency-Key.
 The layout: bench/driver.py starts targets and sends load, bench/measurement.py measures,
 bench/report.py writes docs/performance.md, harness/ holds what the tests share.
 """
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--pool-size", type=int, default=None,
         help="AURION_DB_POOL_SIZE for every target (default: the service's default)")  # fmt: skip
     add("--skip-data", action="store_true", help="skip the data-size scenario")
+    add("--skip-richer", action="store_true",
+        help="skip richer child creation (a split with copies, a batch of 10)")  # fmt: skip
     add(
         "--flat-parents", type=int, default=128, help="parents of the data-size creation runs (128)"
     )

@@ -6,7 +6,9 @@
 
 each for every target (pgbench, reference, orm, service) in interleaved rounds: a round runs
 both scenarios for every target back to back, in an order that rotates from round to round,
-so the machine's noise hits every target alike; the report takes medians over rounds. Then the
+so the machine's noise hits every target alike; the report takes medians over rounds. Then
+richer child creation (SPEC §9, the service only): a **split** (a child with overrides, a note
+and 5 copied messages) and a **batch of 10** children, in rounds of their own. Then the
 data-size scenario (child creation and GET with no messages, then with 1,000,000 more
 conversations and 10,000 messages per parent), a py-spy profile, and peak memory.
 """
@@ -29,6 +31,7 @@ from bench.driver import (
     HTTP_TARGETS,
     TARGETS,
     check_create,
+    check_richer,
     record_profile,
     run_pgbench,
     run_wrk,
@@ -39,6 +42,10 @@ from harness.server import Server
 
 SPREAD, ONE_PARENT = "spread", "one parent"
 CREATION = (SPREAD, ONE_PARENT)
+# Richer child creation (SPEC §9), measured on the service alone.
+SPLIT, BATCH = "split: overrides + message + 5 copies", "batch of 10"
+RICHER = (SPLIT, BATCH)
+COPIES, BATCH_SIZE = 5, 10
 # The data-size scenario's parts.
 NO_MESSAGES, LARGE = "no messages", "large"
 GET_NONE, GET_200, GET_10K = "GET, no messages", "GET, 200 messages", "GET, 10k messages"
@@ -77,6 +84,8 @@ class Bench:
             )
             self._warm_up()
             self._creation()
+            if not args.skip_richer and "service" in args.targets:
+                self._richer()
             if not args.skip_data:
                 self._data_size()
             if not args.skip_profile:
@@ -191,6 +200,27 @@ class Bench:
                         self.measure(
                             target, scenario, concurrency, parents=parents, run=run, round_no=r
                         )
+
+    def _richer(self) -> None:
+        """A split and a batch of ten, on the service, in interleaved rounds at the headline
+        concurrency: fresh spread parents per run (with 5 messages each for the split)."""
+        args = self.args
+        c = args.ratio_concurrency
+        log(f"richer child creation: {', '.join(RICHER)}; service")
+        for r in range(args.rounds):
+            for scenario in RICHER if r % 2 == 0 else RICHER[::-1]:
+                split = scenario == SPLIT
+                run = f"{'split' if split else 'batch'}-c{c}-{secrets.token_hex(3)}"
+                parents = self.db.new_parents(run, args.parents)
+                if split:
+                    self.db.add_messages(run, COPIES)
+                    parents = self.db.messages_to_copy(run, COPIES)
+                mode = "split" if split else "batch"
+                if r == 0:
+                    check_richer(self.servers["service"], mode, parents[0], self.token)
+                self.measure(
+                    "service", scenario, c, parents=parents, run=run, round_no=r, mode=mode
+                )
 
     def _data_size(self) -> None:
         """Child creation and GET on small tables, then on large ones.

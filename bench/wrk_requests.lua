@@ -5,6 +5,9 @@
 --
 -- MODE "children": POST /api/v2/conversations/{id}/children with a bearer token and a unique
 -- Idempotency-Key (TAG-thread-counter); MODE "get": GET /api/v2/conversations/{id}.
+-- MODE "split": the same POST, a child with overrides, an internal note and copies of the
+-- parent's messages, whose ids follow the parent's on its line ("ID M1,M2,...").
+-- MODE "batch": POST /api/v2/conversations/{id}/children/batch, ten children at once.
 -- The id is drawn at random from IDS_FILE (one per line) for every request. Every response
 -- whose status is not EXPECTED_STATUS counts as an error. done() prints one line
 -- "WRK_JSON {...}" that bench/driver.py parses.
@@ -19,8 +22,13 @@ end
 function init(args)
   mode = args[1]
   ids = {}
+  copies = {}
   for line in io.lines(args[2]) do
-    if #line > 0 then ids[#ids + 1] = line end
+    local id, messages = string.match(line, "^(%S+)%s*(%S*)$")
+    if id then
+      ids[#ids + 1] = id
+      copies[id] = messages
+    end
   end
   token = args[3]
   tag = args[4]
@@ -29,6 +37,21 @@ function init(args)
   bad = 0
   math.randomseed(os.time() * 1000 + tid * 7919)
   body = '{"subject": "Benchmark child: refund the damaged item"}'
+  local children = {}
+  for i = 1, 10 do
+    children[i] = '{"subject": "Benchmark child ' .. i .. ' of a batch", "priority": "low"}'
+  end
+  batch_body = '{"children": [' .. table.concat(children, ", ") .. ']}'
+end
+
+function split_body(id)
+  local quoted = string.gsub(copies[id], "([^,]+)", '"%1"')
+  return '{"subject": "Benchmark split: refund the damaged item", "priority": "urgent", ' ..
+    '"assignee_team_id": "team_refunds", "assignee_team_name": "Refunds", ' ..
+    '"assignee_user_id": null, "assignee_user_name": null, "tags": ["split", "refund"], ' ..
+    '"message": {"body": "Split off: Refunds handles the money, Logistics the parcel.", ' ..
+    '"is_internal": true, "sender_type": "agent", "sender_id": "user_7"}, ' ..
+    '"copy_message_ids": [' .. quoted .. ']}'
 end
 
 function request()
@@ -38,11 +61,17 @@ function request()
     return wrk.format("GET", "/api/v2/conversations/" .. id,
       { ["Authorization"] = "Bearer " .. token })
   end
-  return wrk.format("POST", "/api/v2/conversations/" .. id .. "/children", {
+  local path, payload = "/children", body
+  if mode == "split" then
+    payload = split_body(id)
+  elseif mode == "batch" then
+    path, payload = "/children/batch", batch_body
+  end
+  return wrk.format("POST", "/api/v2/conversations/" .. id .. path, {
     ["Authorization"] = "Bearer " .. token,
     ["Content-Type"] = "application/json",
     ["Idempotency-Key"] = tag .. "-" .. tid .. "-" .. counter,
-  }, body)
+  }, payload)
 end
 
 function response(status, headers, response_body)

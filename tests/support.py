@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import app_client, make_settings
+from tests.conftest import app_client, asgi_client, make_settings, started_app
 
 
 def child_url(conversation_id: object) -> str:
@@ -80,15 +80,15 @@ def assert_unavailable(response: httpx.Response) -> None:
 # Each counter on the conversation row and the count(*) it must equal.
 _COUNTERS = """
 SELECT c.id,
-    c.n_children, (SELECT count(*) FROM conversations k WHERE k.workspace_id = c.workspace_id
+    c.n_children, (SELECT count(*) FROM conversations k WHERE k.workspace_id = :w
                    AND k.parent_id = c.id AND k.deleted_at IS NULL) AS children,
     c.n_open_children, (SELECT count(*) FROM conversations k
-                        WHERE k.workspace_id = c.workspace_id AND k.parent_id = c.id
+                        WHERE k.workspace_id = :w AND k.parent_id = c.id
                           AND k.deleted_at IS NULL
                           AND k.status NOT IN ('resolved', 'closed')) AS open_children,
-    c.n_messages, (SELECT count(*) FROM messages m WHERE m.workspace_id = c.workspace_id
+    c.n_messages, (SELECT count(*) FROM messages m WHERE m.workspace_id = :w
                    AND m.conversation_id = c.id) AS messages,
-    c.n_activities, (SELECT count(*) FROM activities a WHERE a.workspace_id = c.workspace_id
+    c.n_activities, (SELECT count(*) FROM activities a WHERE a.workspace_id = :w
                      AND a.conversation_id = c.id) AS activities
 FROM conversations c WHERE c.workspace_id = :w
 """
@@ -106,3 +106,32 @@ async def assert_counters_exact(engine: AsyncEngine, workspace: str) -> int:
     ]
     assert wrong == [], wrong
     return len(rows)
+
+
+Sent = list[str]
+
+
+@asynccontextmanager
+async def traced_client(
+    database_url: str, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
+    """A client of an app whose statements are recorded in ``Sent``: a query logger on each
+    driver connection of the pool (asyncpg calls it once per statement, failed ones included)."""
+    sent: Sent = []
+    async for app in started_app(make_settings(database_url, **overrides)):
+
+        @event.listens_for(app.state.engine.sync_engine, "connect")
+        def trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.driver_connection.add_query_logger(
+                lambda query: sent.append(query.query)
+            )
+
+        async with asgi_client(app, "http://t") as client:
+            yield client, sent
+
+
+async def statements_sent(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
+    """The response to ``call`` and the statements it sent (SETs of the session left out)."""
+    sent.clear()
+    response = await call
+    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]

@@ -12,6 +12,7 @@ further (e.g. ``AURION_FUZZ_SEED=$RANDOM .venv/bin/pytest tests/test_fuzz.py``).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Any
 
@@ -36,6 +37,8 @@ MAX_EXAMPLES = int(os.environ.get("AURION_FUZZ_EXAMPLES", "60"))
 PARENTS = 3
 # Every scope, so the fuzzer gets past authorization on every operation (events, webhooks too).
 EVERY_SCOPE = " ".join(ALL_SCOPES)
+# The messages of each fuzz parent, by parent id: copy_message_ids must name them (below).
+PARENT_MESSAGES: dict[str, list[str]] = {}
 WORKSPACE = f"ws_fuzz_{uuid.uuid4().hex[:10]}"
 TOKEN = mint_token(
     Settings(env="test", jwt_secret=TEST_SECRET), workspace=WORKSPACE, subject="fuzz",
@@ -102,10 +105,16 @@ async def fuzz_parents(database_url: str) -> list[str]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             for n in range(PARENTS):
-                body = {"subject": f"Fuzz parent {n}", "tags": ["fuzz"], "custom_attrs": {"n": n}}
+                body = {
+                    "subject": f"Fuzz parent {n}",
+                    "tags": ["fuzz"],
+                    "custom_attrs": {"n": n},
+                    "messages": [{"body": f"Message {i}"} for i in range(20)],
+                }
                 response = await client.post("/api/v2/conversations", json=body, headers=headers)
                 assert response.status_code == 201, response.text
                 ids.append(response.json()["id"])
+                PARENT_MESSAGES[ids[-1]] = [m["id"] for m in response.json()["messages"]]
     return ids
 
 
@@ -120,13 +129,41 @@ def _beyond_int64(value: Any) -> bool:
 
 
 def _free_form_json(body: Any) -> list[Any]:
+    """custom_attrs and message metadata of a body, of its message(s) and of its children."""
     if not isinstance(body, dict):
         return []
     found = [body.get("custom_attrs")]
     messages = body.get("messages")
     if isinstance(messages, list):
         found += [m.get("metadata") for m in messages if isinstance(m, dict)]
+    message = body.get("message")
+    if isinstance(message, dict):
+        found.append(message.get("metadata"))
+    children = body.get("children")
+    if isinstance(children, list):
+        for child in children:
+            found += _free_form_json(child)
     return found
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def _copy_messages_of(parent_id: str, body: Any) -> None:
+    """Make the ids of well-formed ``copy_message_ids`` lists (of one child or of each child
+    of a batch) messages of the parent: any other id is a state-dependent 422
+    (message_not_in_parent), which tests/conversations/test_richer_children.py covers."""
+    if not isinstance(body, dict):
+        return
+    children = body.get("children")
+    for child in [body, *(children if isinstance(children, list) else [])]:
+        copies = child.get("copy_message_ids") if isinstance(child, dict) else None
+        if (
+            isinstance(copies, list)
+            and all(isinstance(c, str) and _UUID.fullmatch(c) for c in copies)
+            and len(set(copies)) == len(copies) <= len(PARENT_MESSAGES[parent_id])
+        ):  # an invalid list (repeats, too long, not uuids) stays invalid
+            child["copy_message_ids"] = PARENT_MESSAGES[parent_id][: len(copies)]
 
 
 @schema.parametrize()
@@ -139,6 +176,7 @@ def test_api_conforms_to_its_schema(case: Case, fuzz_parents: list[str]) -> None
             pick = PARENTS
         if pick < PARENTS:
             case.path_parameters["conversation_id"] = fuzz_parents[pick]
+            _copy_messages_of(fuzz_parents[pick], case.body)
     # Free-form JSON (custom_attrs, metadata) keeps numbers within int64, a documented rule the
     # schema does not state: a recursive JSON-value schema breaks the generated clients
     # (tests/clients). tests/security/test_hostile_input.py covers it; skip such examples here.

@@ -305,7 +305,8 @@ class TestCommandLineHelp:
         ("argv", "expected"),
         [
             (["serve"], ["--host", "--port", "--workers", "--migrate", "SIGTERM", "/metrics"]),
-            (["db"], ["upgrade", "purge-keys"]),
+            (["db"], ["upgrade", "purge-keys", "distribute"]),
+            (["db", "distribute"], ["--shard-count", "Idempotent", "no Citus extension"]),
             (["db", "upgrade"], ["--revision", "once per deploy"]),
             (["token"], ["--workspace", "--sub", "--scope", "--ttl", "AURION_JWT_SECRET"]),
             (["seed"], ["--workspace", "print only its id"]),

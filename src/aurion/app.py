@@ -17,8 +17,11 @@ from sqlalchemy import text
 
 from aurion import __version__
 from aurion.auth.tokens import TokenVerifier
+from aurion.conversations.lifecycle.router import router as lifecycle_router
 from aurion.conversations.router import router as conversations_router
+from aurion.db.driver import Db
 from aurion.db.engine import ConnectionQueue, create_engine
+from aurion.db.turns import Turns
 from aurion.docs import install_docs
 from aurion.errors import error_response, install_error_handlers, is_database_unavailable
 from aurion.events.router import router as events_router
@@ -70,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings)
         app.state.engine = create_engine(settings, url)
-        app.state.connection_queue = ConnectionQueue(app.state.engine, settings)
+        app.state.db = Db(
+            queue=ConnectionQueue(app.state.engine, settings), pgbouncer=settings.db_pgbouncer
+        )
         app.state.database_url = url
         purger = None
         if settings.idempotency_purge_interval_seconds:
@@ -104,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)
@@ -111,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(lifecycle_router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)

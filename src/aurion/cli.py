@@ -1,4 +1,4 @@
-"""The ``aurion`` command: serve, db upgrade, token, seed."""
+"""The ``aurion`` command: serve, db upgrade | purge-keys | distribute, token, seed."""
 
 from __future__ import annotations
 
@@ -155,6 +155,39 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distribute(args: argparse.Namespace) -> int:
+    from aurion.db import distribution
+    from aurion.db.engine import create_engine
+
+    settings = get_settings()
+    url = _Database(settings).url()
+
+    async def run() -> list[distribution.Outcome]:
+        engine = create_engine(settings, url)
+        try:
+            async with engine.connect() as conn:
+                return await distribution.distribute(conn, args.shard_count)
+        finally:
+            await engine.dispose()
+
+    try:
+        outcomes = asyncio.run(run())
+    except distribution.CitusMissing as exc:
+        print(f"aurion db distribute: {exc}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.shard_count:
+            how = f" (by {distribution.DISTRIBUTION_COLUMN}, {outcome.shard_count} shards)"
+        else:
+            how = " (copied to every node)" if "reference" in outcome.action else ""
+        print(f"{outcome.table}: {outcome.action}{how}")
+    print(
+        f"Sessions named {distribution.APPLICATION_NAME!r} see shards in the catalogue "
+        "(citus.show_shards_for_app_name_prefixes): fast connection set-up."
+    )
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from aurion.auth.tokens import mint_token
 
@@ -308,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser(
         "db",
-        help="Database commands: upgrade (migrations), purge-keys.",
+        help="Database commands: upgrade (migrations), purge-keys, distribute (Citus).",
         description="Database commands, against DATABASE_URL or the embedded PostgreSQL.",
     )
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -328,6 +361,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Delete expired Idempotency-Key records (the service also does this hourly).",
     )
     purge.set_defaults(func=_purge_keys)
+    distribute = db_sub.add_parser(
+        "distribute",
+        help="Distribute the tables by workspace on a Citus cluster (after db upgrade).",
+        description="On a Citus coordinator (docs/scaling.md): distribute every table of the "
+        "schema by workspace_id, all colocated, so each request is a single-shard transaction. "
+        "Idempotent: tables already distributed are left alone, so run it after every "
+        "'aurion db upgrade' (a new table gets distributed). Exits 1 with one line when the "
+        "database has no Citus extension. Existing rows are copied into the shards; writes to "
+        "a table wait while it is being distributed.",
+    )
+    distribute.add_argument(
+        "--shard-count",
+        type=int,
+        default=32,
+        metavar="N",
+        help="Shards per table, fixed once for the colocation group (default 32; several "
+        "times the number of worker cores leaves room to add nodes).",
+    )
+    distribute.set_defaults(func=_distribute)
 
     worker = sub.add_parser(
         "worker",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Union
 
 import asyncpg
 import orjson
@@ -30,10 +30,21 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
     message = "The request cannot be served."
+    # An error whose body has more than detail and code declares its own body model, and
+    # an example of those extra fields for the OpenAPI document.
+    body_model: type[BaseModel] | None = None
+    example_extra: dict[str, Any] = {}
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         self.message = message or self.message
         self.headers = headers or {}
+        self.extra = extra or {}
         super().__init__(self.message)
 
 
@@ -67,6 +78,16 @@ class DatabaseUnavailable(AppError):
     message = "The database is unavailable; retry shortly."
 
 
+class InvalidInput(Exception):
+    """Input found invalid only against the stored data (e.g. an id that names nothing the
+    request may use): rendered as a 422 in FastAPI's shape, like any other validation error.
+    ``errors`` are ``{"loc", "msg", "type"}`` items."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
 class ErrorBody(BaseModel):
     """Every non-validation error."""
 
@@ -95,10 +116,14 @@ class ValidationErrorBody(BaseModel):
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
     return Response(
-        orjson.dumps({"detail": message, "code": code}),
+        orjson.dumps({"detail": message, "code": code, **(extra or {})}),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -167,7 +192,7 @@ def _request_id(request: Request) -> str:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers, exc.extra)
 
 
 # FastAPI parses a body as JSON only when it is sent as application/json (or any +json type);
@@ -192,6 +217,11 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
+
+
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    return validation_response(exc.errors)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -270,6 +300,7 @@ def database_unavailable_response() -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database failures are handled inside the exception middleware (no re-raise, no traceback
     # noise for an expected outage); anything else falls through to the server-error handler.
@@ -294,8 +325,16 @@ def error_responses(*errors: type[AppError], validation: bool = True) -> dict[in
     responses: dict[int | str, Any] = {}
     for status, errs in sorted(by_status.items()):
         codes = ", ".join(f"`{e.code}`" for e in errs)
+        # The more specific bodies first: a client tries them in order, and ErrorBody (open
+        # to additional properties) would take them all.
+        models: list[Any] = []
+        for err in errs:
+            if err.body_model is not None and err.body_model not in models:
+                models.append(err.body_model)
+        models.append(ErrorBody)
+        model = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
         responses[status] = {
-            "model": ErrorBody,
+            "model": model,
             "description": f"{codes}: " + " / ".join(e.message for e in errs),
             "content": {"application/json": {"examples": _error_examples(errs)}},
         }
@@ -336,6 +375,9 @@ INTERNAL_ERROR_EXAMPLE = {
 def _error_examples(errors: list[type[AppError]]) -> dict[str, Any]:
     """One named example per code, so the docs page offers each in a drop-down."""
     return {
-        err.code: {"summary": err.message, "value": {"detail": err.message, "code": err.code}}
+        err.code: {
+            "summary": err.message,
+            "value": {"detail": err.message, "code": err.code, **err.example_extra},
+        }
         for err in errors
     }

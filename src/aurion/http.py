@@ -66,7 +66,7 @@ def document_response(document: Document, status_code: int = 200) -> Response:
     headers = {}
     if document.version is not None:
         headers["ETag"] = f'"{document.version}"'
-    if status_code == 201:
+    if status_code == 201 and document.id is not None:
         headers["Location"] = f"/api/v2/conversations/{document.id}"
     return Response(document.body, status_code, headers, JSON)
 

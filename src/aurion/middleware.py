@@ -15,7 +15,7 @@ from aurion.metrics import UNMATCHED_ROUTE, Metrics
 logger = logging.getLogger("aurion.access")
 
 # CORS for the browser frontend (origins from AURION_CORS_ORIGINS): what a page may send and read.
-CORS_ALLOW_METHODS = ("GET", "POST")
+CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 CORS_ALLOW_HEADERS = (
     "Authorization",
     "Content-Type",

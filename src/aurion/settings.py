@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = 30
 
     max_children_per_parent: int = Field(default=50, ge=0)
+    # Resolving or closing a parent that has open children (SPEC §8.2): refuse (409
+    # open_children) or resolve the children with it.
+    parent_close_policy: Literal["block", "cascade"] = "block"
+    # Resolve a parent when its last open child is resolved or closed (SPEC §8.3).
+    auto_resolve_parent: bool = False
     max_body_bytes: int = 1024 * 1024
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # How often each process purges expired keys (0: never; then run `aurion db purge-keys`).

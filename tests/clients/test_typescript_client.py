@@ -1,6 +1,6 @@
-"""TypeScript types generated from openapi.json with openapi-typescript compile with a typed
-call of createChildConversation (tests/clients/ts/call.ts), under ``tsc --noEmit --strict``;
-compiled, the same call creates a child on the real server.
+"""TypeScript types generated from openapi.json with openapi-typescript compile with typed
+calls of createChildConversation and createChildConversationsBatch (tests/clients/ts/call.ts),
+under ``tsc --noEmit --strict``; compiled, the same calls create children on the real server.
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: 
     )
     parent = httpx.post(
         f"{server.base_url}/api/v2/conversations",
-        json={"subject": "Order #1001 arrived damaged"},
+        json={
+            "subject": "Order #1001 arrived damaged",
+            "assignee_user_id": "user_dana",
+            "tags": ["vip"],
+        },
         headers={"Authorization": f"Bearer {token}"},
     ).json()
 
@@ -75,8 +79,16 @@ def test_the_typed_call_creates_a_child(schema: Path, server: Server, settings: 
     child_id, status, parent_id, version, related = outcome["summary"].split()
     assert (status, parent_id, version, related) == ("open", parent["id"], "v1", "related=1")
     assert outcome["refusal"] == {"status": 404, "code": "conversation_not_found"}
+    # updateConversation: the typed 409 names the open child, then the cascade resolves both.
+    assert outcome["blocked"] == {"status": 409, "code": "open_children", "open": [child_id]}
+    assert outcome["resolved"] == "resolved v3"
+    # Then a split: two more children (which reopen the parent).
+    assert outcome["split"] == "2 team_billing null true urgent replacement"
     listed = httpx.get(
         f"{server.base_url}/api/v2/conversations/{parent['id']}/children",
         headers={"Authorization": f"Bearer {token}"},
     ).json()
-    assert [item["id"] for item in listed["items"]] == [child_id]
+    assert [item["id"] for item in listed["items"]][-1] == child_id
+    assert len(listed["items"]) == 3
+    assert listed["items"][-1]["status"] == "resolved"
+    assert listed["summary"]["percent_resolved"] == 33

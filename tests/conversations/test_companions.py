@@ -242,7 +242,7 @@ class TestListChildren:
             page = await client.get(url, headers=auth)
             assert page.status_code == 200
             body = page.json()
-            assert set(body) == {"items", "next_cursor"}
+            assert set(body) == {"items", "next_cursor", "summary"}
             seen.extend(body["items"])
             pages += 1
             cursor = body["next_cursor"]
@@ -268,4 +268,14 @@ class TestListChildren:
     ) -> None:
         parent = await create_parent()
         body = (await client.get(child_url(parent["id"]), headers=auth)).json()
-        assert body == {"items": [], "next_cursor": None}
+        assert body == {
+            "items": [],
+            "next_cursor": None,
+            "summary": {
+                "total": 0,
+                "by_status": dict.fromkeys(
+                    ("new", "open", "pending", "on_hold", "resolved", "closed"), 0
+                ),
+                "percent_resolved": 0,
+            },
+        }

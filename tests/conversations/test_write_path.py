@@ -7,44 +7,41 @@ statement, failed ones included).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings, started_app
-from tests.support import child_url, set_state
-
-Sent = list[str]
+from tests.support import (
+    Sent,
+    assert_counters_exact,
+    child_url,
+    client_with,
+    parent_locked,
+    set_state,
+    traced_client,
+)
+from tests.support import statements_sent as _statements
 
 
 @pytest.fixture
 async def traced(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
-    settings = make_settings(
+    async with traced_client(
         database_url, max_children_per_parent=1, idempotency_purge_interval_seconds=0
-    )
-    sent: Sent = []
-    async for app in started_app(settings):
-
-        @event.listens_for(app.state.engine.sync_engine, "connect")
-        def trace(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(
-                lambda query: sent.append(query.query)
-            )
-
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client, sent
+    ) as traced:
+        yield traced
 
 
-async def _statements(sent: Sent, call: Any) -> tuple[httpx.Response, Sent]:
-    sent.clear()
-    response = await call
-    return response, [s for s in sent if s.strip() and not s.lstrip().upper().startswith("SET")]
+@pytest.fixture
+async def traced_roomy(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Sent]]:
+    async with traced_client(
+        database_url, max_children_per_parent=50, idempotency_purge_interval_seconds=0
+    ) as traced:
+        yield traced
 
 
 async def test_each_request_is_one_statement(
@@ -93,6 +90,63 @@ async def test_each_request_is_one_statement(
         assert len(statements) == 1
 
 
+async def test_richer_children_are_one_statement_however_many_copies_and_children(
+    traced_roomy: tuple[httpx.AsyncClient, Sent], auth: dict[str, str]
+) -> None:
+    client, sent = traced_roomy
+    warm = (await client.post("/api/v2/conversations", json={"subject": "w"}, headers=auth)).json()
+    for url in (child_url(warm["id"]), child_url(warm["id"]) + "/batch"):
+        body = {"subject": "w"} if url.endswith("children") else {"children": [{"subject": "w"}]}
+        warm_key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+        await client.post(url, json=body, headers=warm_key)
+        await client.post(url, json=body, headers=warm_key)
+    messages = [{"body": f"m{i}", "sender_type": "contact"} for i in range(20)]
+    parent = (
+        await client.post(
+            "/api/v2/conversations", json={"subject": "p", "messages": messages}, headers=auth
+        )
+    ).json()
+    ids = [m["id"] for m in parent["messages"]]
+    split = {
+        "subject": "c",
+        "priority": "urgent",
+        "assignee_team_id": "team_billing",
+        "tags": ["split"],
+        "custom_attrs": {"why": "refund"},
+        "message": {"body": "Split off", "is_internal": True},
+        "copy_message_ids": ids,
+    }
+    key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    child, statements = await _statements(
+        sent, client.post(child_url(parent["id"]), json=split, headers=key)
+    )
+    assert child.status_code == 201, child.text
+    assert len(child.json()["messages"]) == 21
+    assert len(statements) == 1, "overrides, a message and 20 copies: still one round trip"
+
+    stray = {**split, "copy_message_ids": [*ids[:5], str(uuid.uuid4())]}
+    refused, statements = await _statements(
+        sent, client.post(child_url(parent["id"]), json=stray, headers=auth)
+    )
+    assert refused.status_code == 422
+    assert len(statements) == 1, "a stray copy is diagnosed by the same statement"
+
+    batch = {"children": [{**split, "copy_message_ids": ids[:5]}] * 10}
+    batch_key = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    created, statements = await _statements(
+        sent, client.post(child_url(parent["id"]) + "/batch", json=batch, headers=batch_key)
+    )
+    assert created.status_code == 201, created.text
+    assert len(created.json()["items"]) == 10
+    assert len(statements) == 1, "a batch of ten is one round trip, not ten"
+
+    replay, statements = await _statements(
+        sent, client.post(child_url(parent["id"]) + "/batch", json=batch, headers=batch_key)
+    )
+    assert replay.content == created.content
+    assert len(statements) == 2, "the write finds the key taken, then the stored response"
+
+
 async def test_the_write_records_its_events_and_a_refusal_none(
     client: httpx.AsyncClient, engine: AsyncEngine, workspace: str, auth: dict[str, str]
 ) -> None:
@@ -124,3 +178,30 @@ async def test_the_write_records_its_events_and_a_refusal_none(
         "reason": "child_created",
         "child_id": child.json()["id"],
     }
+
+
+async def test_children_of_one_parent_take_turns_and_a_stuck_row_is_a_bounded_503(
+    database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    async with client_with(database_url, db_lock_timeout_ms=300) as c:
+        parent = (await c.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)).json()
+        async with parent_locked(engine, workspace, parent["id"]):
+            started = asyncio.get_running_loop().time()
+            stuck = await asyncio.gather(
+                *[
+                    c.post(child_url(parent["id"]), json={"subject": "s"}, headers=auth)
+                    for _ in range(6)
+                ]
+            )
+            waited = asyncio.get_running_loop().time() - started
+        assert [r.status_code for r in stuck] == [503] * 6
+        # One waits on the row (300 ms), the others on their turn (300 ms): not 6 × 300 ms.
+        assert waited < 1.5
+        burst = await asyncio.gather(
+            *[
+                c.post(child_url(parent["id"]), json={"subject": f"c{i}"}, headers=auth)
+                for i in range(30)
+            ]
+        )
+    assert [r.status_code for r in burst] == [201] * 30
+    assert await assert_counters_exact(engine, workspace) == 31

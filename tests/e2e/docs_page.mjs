@@ -68,6 +68,34 @@ try {
   await live.first().scrollIntoViewIfNeeded();
   await page.screenshot({ path: `${SCREENSHOT_DIR}/docs-child-created.png`, fullPage: false });
 
+  // The lifecycle operations, each run from its own block on the new child.
+  const runOperation = async (operationId, body) => {
+    const block = page.locator(`#operations-conversations-${operationId}`);
+    await block.locator(".opblock-summary").click();
+    await block.locator("button.try-out__btn").click();
+    await block.locator('tr[data-param-name="conversation_id"] input').fill(result.body.id);
+    if (body !== undefined) {
+      await block.locator("textarea.body-param__text").fill(JSON.stringify(body));
+    }
+    await block.locator("button.execute").click();
+    const response = block.locator(".live-responses-table .response");
+    await response.locator(".response-col_status").first().waitFor();
+    const status = Number((await response.locator(".response-col_status").first().textContent()).trim());
+    let parsed = null;
+    if (status !== 204) {
+      const text = await response.locator(".response-col_description pre.microlight").first().textContent();
+      parsed = JSON.parse(text);
+    }
+    await block.locator(".opblock-summary").click();
+    return { status, body: parsed };
+  };
+  result.lifecycle = {
+    updateConversation: await runOperation("updateConversation", { status: "resolved" }),
+    setConversationParent: await runOperation("setConversationParent", { parent_id: null }),
+    listConversationActivities: await runOperation("listConversationActivities"),
+    deleteConversation: await runOperation("deleteConversation"),
+  };
+
   // The reference page renders from local assets as well.
   current = result.redoc;
   await page.goto(`${BASE_URL}/redoc`);

@@ -82,7 +82,7 @@ def docs_run(
     }
 
 
-def test_execute_creates_a_child_with_201(docs_run: dict[str, Any], server: Server) -> None:
+def test_execute_creates_a_child_with_201(docs_run: dict[str, Any]) -> None:
     assert docs_run["title"].startswith("Aurion Conversations API")
     assert docs_run["status"] == 201
     child = docs_run["body"]
@@ -91,12 +91,26 @@ def test_execute_creates_a_child_with_201(docs_run: dict[str, Any], server: Serv
     assert child["priority"] == "high"
     assert child["tags"] == ["vip"]
 
-    # The child is really there: the API lists it under the parent.
-    listed = httpx.get(
-        f"{server.base_url}/api/v2/conversations/{docs_run['parent']['id']}/children",
-        headers={"Authorization": f"Bearer {docs_run['token']}"},
-    )
-    assert [item["id"] for item in listed.json()["items"]] == [child["id"]]
+    # The child was really created: its activity log, read from the page, starts with it
+    # (it was then detached and deleted from the page, so the parent lists it no more).
+    activities = docs_run["lifecycle"]["listConversationActivities"]["body"]["items"]
+    assert activities[-1]["payload"] == {
+        "parent_id": docs_run["parent"]["id"],
+        "overridden_fields": [],
+        "copied_message_ids": [],
+    }
+
+
+def test_the_lifecycle_operations_run_from_the_page(docs_run: dict[str, Any]) -> None:
+    ran = docs_run["lifecycle"]
+    assert ran["updateConversation"]["status"] == 200
+    assert ran["updateConversation"]["body"]["status"] == "resolved"
+    assert ran["setConversationParent"]["status"] == 200
+    assert ran["setConversationParent"]["body"]["parent_id"] is None
+    assert ran["listConversationActivities"]["status"] == 200
+    kinds = [a["kind"] for a in ran["listConversationActivities"]["body"]["items"]]
+    assert kinds == ["parent_changed", "updated", "created_from_parent"]
+    assert ran["deleteConversation"] == {"status": 204, "body": None}
 
 
 def test_page_needs_nothing_but_the_service(docs_run: dict[str, Any]) -> None:

@@ -21,9 +21,9 @@ from harness.server import Server
 from tests.conftest import ROOT, TEST_SECRET
 
 
-def try_it_blocks() -> list[str]:
+def try_it_blocks(heading: str = "## Try it") -> list[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Try it", 1)[1].split("\n## ", 1)[0]
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
 
 
@@ -83,3 +83,66 @@ def test_the_try_it_commands_create_a_child_then_read_it(server: Server, databas
     assert invalid == {
         "detail": [{"loc": ["body", "subject"], "msg": "Field required", "type": "missing"}]
     }
+
+
+def test_the_split_commands_create_a_child_with_a_note_and_a_copy_then_a_batch(
+    server: Server, database_url: str
+) -> None:
+    blocks = try_it_blocks("## Split a ticket")
+    assert len(blocks) == 2
+    output = run_block(blocks[0] + "\necho\n" + blocks[1], server, database_url)
+    child, batch = json_values(output)
+
+    assert child["subject"] == "Refund the damaged item"
+    assert child["assignee_team_name"] == "Billing"
+    assert child["company_name"] == "Acme Corp"  # inherited
+    copy, note = child["messages"]
+    assert copy["body"] == "My order arrived with a cracked screen."
+    assert copy["sender_type"] == "contact"
+    assert copy["source_message_id"] is not None
+    assert copy["id"] != copy["source_message_id"]
+    assert note["is_internal"] is True
+    assert note["body"] == "Split off: Billing refunds the order."
+
+    replacement, claim = batch["items"]
+    assert replacement["priority"] == "urgent"
+    assert claim["assignee_team_name"] is None
+    assert claim["custom_attrs"] == {"order_id": "A-1001", "claim": "courier"}
+    assert replacement["parent_id"] == claim["parent_id"] == child["parent_id"]
+
+
+def test_the_hierarchy_commands_update_resolve_move_and_delete(
+    server: Server, database_url: str
+) -> None:
+    (lifecycle,) = try_it_blocks("## The life of a hierarchy")
+    output = run_block(try_it_blocks()[0] + "\necho\n" + lifecycle, server, database_url)
+    (
+        _first_child,
+        updated,
+        blocked,
+        resolved,
+        reopened,
+        archived,
+        moved,
+        detached,
+        children,
+        activities,
+    ) = json_values(output)
+    assert (updated["priority"], updated["tags"], updated["version"]) == (
+        "urgent",
+        ["vip", "refund"],
+        2,
+    )
+    assert blocked["code"] == "open_children"
+    assert updated["id"] in blocked["open_child_ids"]
+    assert len(blocked["open_child_ids"]) == 2
+    assert resolved["status"] == "resolved"
+    assert reopened["status"] == "open"
+    assert archived["archived_at"] is not None
+    assert moved["parent_id"] not in (None, resolved["id"])
+    assert detached["parent_id"] is None
+    assert children["items"] == []
+    assert children["summary"]["total"] == 1
+    assert children["summary"]["percent_resolved"] == 100
+    kinds = [a["kind"] for a in activities["items"]]
+    assert kinds[:4] == ["child_detached", "reopened", "updated", "child_created"]

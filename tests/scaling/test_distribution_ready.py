@@ -122,7 +122,7 @@ async def _exercise_the_api(app: FastAPI, token_for: TokenFactory, workspace: st
         async def call(method: str, path: str, expect: int, **kw: Any) -> Any:
             response = await client.request(method, path, **kw)
             assert response.status_code == expect, response.text
-            return response.json()
+            return response.json() if response.content else None
 
         key = {**auth, "Idempotency-Key": f"k-{uuid.uuid4()}"}
         body = {"subject": "P", "tags": ["a"], "messages": [{"body": "hi"}, {"body": "there"}]}
@@ -157,6 +157,20 @@ async def _exercise_the_api(app: FastAPI, token_for: TokenFactory, workspace: st
         await call("GET", f"/api/v2/webhooks/{webhook['id']}/deliveries", 200, headers=every)
         deleted = await client.delete(f"/api/v2/webhooks/{webhook['id']}", headers=every)
         assert deleted.status_code == 204
+        # The life of a hierarchy (SPEC §8): update, refuse, cascade, reopen, move, read, delete.
+        conversation = f"/api/v2/conversations/{parent['id']}"
+        resolve = {"status": "resolved"}
+        await call("PATCH", conversation, 409, json=resolve, headers=auth)
+        await call("PATCH", f"{conversation}?children=resolve", 200, json=resolve, headers=auth)
+        child_url = f"/api/v2/conversations/{child['id']}"
+        await call("PATCH", child_url, 200, json={"status": "open"}, headers=auth)
+        other = await call(
+            "POST", "/api/v2/conversations", 201, json={"subject": "O"}, headers=auth
+        )
+        await call("PUT", f"{child_url}/parent", 200, json={"parent_id": other["id"]}, headers=auth)
+        await call("GET", children, 200, params={"status": "open,closed"}, headers=auth)
+        await call("GET", f"{conversation}/activities", 200, headers=auth)
+        await call("DELETE", f"/api/v2/conversations/{other['id']}", 204, headers=auth)
 
 
 def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -115,6 +115,20 @@ async def test_limit_holds_under_100_parallel_requests_through_pgbouncer(
     assert got.json()["version"] == 11
     assert got.json()["tab_counts"]["related"] == 10
 
+    # Children of one parent take turns in the process (one statement at a time reaches the
+    # database): spread a burst over many parents so that many client connections open.
+    parents = [await _parent(pgbouncer_client, auth) for _ in range(20)]
+    spread = await asyncio.gather(
+        *(
+            pgbouncer_client.post(
+                f"/api/v2/conversations/{p['id']}/children", json={"subject": "s"}, headers=auth
+            )
+            for p in parents
+            for _ in range(3)
+        )
+    )
+    assert Counter(r.status_code for r in spread) == {201: 60}
+
     # The traffic really went through PgBouncer, which multiplexed many client connections
     # over its few server connections.
     clients = [

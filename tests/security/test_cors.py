@@ -47,6 +47,16 @@ async def test_preflight_for_a_child_creation_is_allowed(cors_client: httpx.Asyn
     assert "origin" in response.headers.get("vary", "").lower()
 
 
+@pytest.mark.parametrize(("method", "suffix"), [("PATCH", ""), ("DELETE", ""), ("PUT", "/parent")])
+async def test_preflight_for_the_lifecycle_operations_is_allowed(
+    cors_client: httpx.AsyncClient, method: str, suffix: str
+) -> None:
+    url = f"/api/v2/conversations/{uuid.uuid4()}{suffix}"
+    response = await cors_client.options(url, headers=preflight(FRONTEND, method, REQUESTED))
+    assert response.status_code == 200
+    assert method in response.headers["access-control-allow-methods"]
+
+
 async def test_preflight_from_an_unknown_origin_is_refused(
     cors_client: httpx.AsyncClient,
 ) -> None:
@@ -64,7 +74,7 @@ async def test_preflight_for_an_unlisted_header_or_method_is_refused(
         "/api/v2/conversations", headers=preflight(FRONTEND, "POST", "x-forwarded-user")
     )
     method = await cors_client.options(
-        "/api/v2/conversations", headers=preflight(FRONTEND, "DELETE")
+        "/api/v2/conversations", headers=preflight(FRONTEND, "TRACE")
     )
     assert header.status_code == 400
     assert method.status_code == 400

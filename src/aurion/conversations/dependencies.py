@@ -36,3 +36,13 @@ Cursor = Annotated[
         examples=["AZOwonxOfRqfPiuMTV5vcA"],
     ),
 ]
+_STATUS = "(new|open|pending|on_hold|resolved|closed)"
+StatusFilter = Annotated[
+    str | None,
+    Query(
+        pattern=f"^{_STATUS}(,{_STATUS})*$",
+        description="Only children with one of these statuses, comma-separated "
+        "(new, open, pending, on_hold, resolved, closed).",
+        examples=["open,pending"],
+    ),
+]

@@ -11,14 +11,22 @@ filters on ``workspace_id`` first.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, get_args
 from uuid import UUID
 
+import orjson
 from sqlalchemy.dialects import postgresql
 
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.models import Message as MessageRow
-from aurion.conversations.schemas import Conversation, ConversationCreate, MessageRead
+from aurion.conversations.schemas import (
+    INHERITED_FIELDS,
+    Conversation,
+    ConversationCreate,
+    MessageRead,
+    Status,
+)
 from aurion.db.driver import Db, Statement
 from aurion.db.json_sql import json_object_sql, schema_fields_sql
 from aurion.events.repository import event_cte
@@ -28,34 +36,9 @@ MAX_EMBEDDED_MESSAGES = 200
 RESOLVED = "('resolved', 'closed')"
 LOCATION_PREFIX = "/api/v2/conversations/"
 
-# Columns a child copies from its parent, as they are (the inheritance table of SPEC §2).
-INHERITED_COLUMNS: tuple[str, ...] = (
-    "company_id",
-    "company_name",
-    "contact_id",
-    "contact_name",
-    "contact_email",
-    "contact_phone",
-    "contact_role",
-    "channel",
-    "conversation_type",
-    "category",
-    "sub_category",
-    "priority",
-    "urgency",
-    "impact",
-    "department_id",
-    "assignee_team_id",
-    "assignee_team_name",
-    "assignee_user_id",
-    "assignee_user_name",
-    "tags",
-    "custom_attrs",
-    "ai_language",
-    "sla_first_response_due",
-    "sla_resolution_due",
-    "sla_state",
-)
+# Columns a child copies from its parent, as they are (the inheritance table of SPEC §2), and a
+# request may override (SPEC §9): the fields of the schema that defines them.
+INHERITED_COLUMNS: tuple[str, ...] = INHERITED_FIELDS
 
 # Columns a client may set when creating a conversation: the create schema's fields.
 WRITABLE_COLUMNS: tuple[str, ...] = tuple(
@@ -108,11 +91,17 @@ def conversation_json_sql(alias: str, messages: str) -> str:
 
 
 def newest_messages_sql(alias: str) -> str:
-    """The newest messages of ``alias`` (at most 200), oldest first, as a json array."""
+    """The newest messages of ``alias`` (at most 200), oldest first, as a json array.
+
+    The workspace is the statement's parameter, not ``alias.workspace_id``: Citus routes a
+    correlated sub-query to one shard only when it pins the distribution column to a value
+    (with the column of the outer row it ran GET on all 32 shards, and refused the children
+    page outright: "correlated subqueries are not supported when the FROM clause contains a
+    CTE or subquery")."""
     return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::json ELSE (
         SELECT json_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
         FROM (SELECT * FROM messages
-              WHERE workspace_id = {alias}.workspace_id AND conversation_id = {alias}.id
+              WHERE workspace_id = :workspace_id AND conversation_id = {alias}.id
               ORDER BY created_at DESC, id DESC
               LIMIT {MAX_EMBEDDED_MESSAGES}) m) END"""
 
@@ -133,76 +122,202 @@ def body_sql(alias: str, messages: str) -> str:
 
 # ------------------------------------------------------------------ child creation
 
+# What a new message of a child is made of (a first message, or a copy of a parent's message).
+NEW_MESSAGE_COLUMNS = tuple(c for c in MESSAGE_COLUMNS if c != "id")
+
+# The CTE ``items`` has one row per child to create, with these columns: its number in the
+# request (1, 2, ...), its ids, its subject, the names of the inherited columns it overrides
+# and their values (``o_<column>``), its first message (``m_<column>``, all null for none), the
+# parent's messages it copies, the ids of its new messages (copies first, in the parent's
+# order, then the first message), of its two activities and of its event.
+ITEM_COLUMNS: dict[str, str] = {
+    "n": "integer",
+    "child_id": "uuid",
+    "subject": "text",
+    "overridden": "text[]",
+    **{f"o_{c}": _sql_type(_conversations, c) for c in INHERITED_COLUMNS},
+    **{f"m_{c}": _sql_type(_messages, c) for c in NEW_MESSAGE_COLUMNS},
+    "copy_ids": "uuid[]",
+    "message_ids": "uuid[]",
+    "activity_ids": "uuid[]",
+    "event_id": "uuid",
+}
+_JSONB_ITEM_COLUMNS = frozenset(k for k, t in ITEM_COLUMNS.items() if t == "JSONB")
+
+# A child with nothing but a subject needs none of the columns that describe what differs
+# from the parent (the lean statement below does not read them).
+PLAIN_ITEM_COLUMNS = ("child_id", "subject", "activity_ids", "event_id")
+
+
+def _one_item(columns: Iterable[str]) -> str:
+    """One child: each of ``columns`` a typed parameter of its own name."""
+    return (
+        "items AS (SELECT 1 AS n, "
+        + ", ".join(f":{name}::{ITEM_COLUMNS[name]} AS {name}" for name in columns)
+        + ")"
+    )
+
+
+# A batch: the items as a JSON array of objects, one row each.
+_MANY_ITEMS = (
+    "items AS (SELECT * FROM jsonb_to_recordset(:items::jsonb) AS i("
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in ITEM_COLUMNS.items())
+    + "))"
+)
+
+
+def _inherited_or_overridden(column: str) -> str:
+    return f"CASE WHEN '{column}' = ANY(i.overridden) THEN i.o_{column} ELSE ok.{column} END"
+
+
 _copied = ", ".join(INHERITED_COLUMNS)
-_copied_from_ok = ", ".join(f"ok.{c}" for c in INHERITED_COLUMNS)
+_copied_from_v = ", ".join(f"v.{c}" for c in INHERITED_COLUMNS)
+_new_message = ", ".join(NEW_MESSAGE_COLUMNS)
+
+# What differs from the parent: the parts of the statement that only a rich request needs (and
+# what the lean statement has in their place, so that both share the rest of their text).
+_RICH = {
+    "stray": """ stray AS (
+    -- The first id to copy (in request order) that is not a message of the parent.
+    SELECT i.n, u.idx
+    FROM items i CROSS JOIN LATERAL unnest(i.copy_ids) WITH ORDINALITY AS u(id, idx)
+    WHERE (SELECT claimed FROM gate) AND NOT EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.workspace_id = :workspace_id AND m.id = u.id AND m.conversation_id = :parent_id
+    )
+    ORDER BY i.n, u.idx
+    LIMIT 1
+),""",
+    "stray_check": "WHEN EXISTS (SELECT 1 FROM stray) THEN 'message_not_in_parent'",
+    "stray_detail": "WHEN 'message_not_in_parent' THEN (SELECT n || ':' || idx FROM stray)",
+    "resulting": ",\n        ".join(
+        f"{_inherited_or_overridden(c)} AS {c}" for c in INHERITED_COLUMNS
+    ),
+    "n_messages": "coalesce(cardinality(i.copy_ids), 0) + (i.m_body IS NOT NULL)::int",
+    "child_message": f"""
+child_message AS (
+    -- Copies in the parent's order (new ids in that order), then the first message.
+    INSERT INTO messages (
+        workspace_id, id, conversation_id, conversation_version, {_new_message},
+        source_message_id, created_at
+    )
+    SELECT :workspace_id, i.message_ids[c.rank], i.child_id, 1,
+        c.{", c.".join(NEW_MESSAGE_COLUMNS)}, c.id::text, :now
+    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (
+        SELECT m.*, row_number() OVER (ORDER BY m.created_at, m.id) AS rank
+        FROM messages m
+        WHERE m.workspace_id = :workspace_id AND m.conversation_id = :parent_id
+          AND m.id = ANY(i.copy_ids)
+    ) AS c
+    UNION ALL
+    SELECT :workspace_id, i.message_ids[coalesce(cardinality(i.copy_ids), 0) + 1], i.child_id,
+        1, i.m_{", i.m_".join(NEW_MESSAGE_COLUMNS)}, NULL, :now
+    FROM ok CROSS JOIN items i
+    WHERE i.m_body IS NOT NULL
+    RETURNING *
+),""",
+    "change": "to_jsonb(i.overridden), 'copied_message_ids', to_jsonb(i.copy_ids)",
+    "messages": f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.created_at, m.id), "
+    "'[]'::json) FROM child_message m WHERE m.conversation_id = child.id)",
+}
+_PLAIN = {
+    "stray": "",
+    "stray_check": "",
+    "stray_detail": "",
+    "resulting": ", ".join(f"ok.{c} AS {c}" for c in INHERITED_COLUMNS),
+    "n_messages": "0",
+    "child_message": "",
+    "change": "'[]'::jsonb, 'copied_message_ids', '[]'::jsonb",
+    "messages": "'[]'::json",
+}
 
 
-def _create_child_sql(claim: str, response: str) -> Statement:
+def _create_children_sql(
+    claim: str, items: str, out: str, response: str, *, rich: bool = True
+) -> Statement:
+    """Create the children of ``items`` under one parent, all or none; ``out`` is the CTE
+    whose ``body`` the statement returns (and ``response`` stores with the key). Without
+    ``rich``, the lean statement of a child that differs from its parent in nothing but its
+    subject (``items`` has only ``PLAIN_ITEM_COLUMNS``): no overrides, message or copies."""
+    part = _RICH if rich else _PLAIN
+    change = f"'overridden_fields', {part['change']}"
     return Statement(f"""
 WITH {claim},
-p AS (
+{items},
+batch AS (
+    SELECT count(*)::int AS size, (array_agg(child_id ORDER BY n))[1] AS first_child_id
+    FROM items
+), p AS (
     -- The parent, locked: a concurrent creation under it waits here and then reads the
     -- latest version, so every check below (the children counter above all) is current.
     SELECT * FROM conversations
     WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
       AND (SELECT claimed FROM gate)
     FOR NO KEY UPDATE
-), checked AS (
+),{part["stray"]} checked AS (
     SELECT p.*, CASE
         WHEN NOT (SELECT claimed FROM gate) THEN NULL
         WHEN p.id IS NULL THEN 'conversation_not_found'
+        {part["stray_check"]}
         WHEN :if_match::int[] IS NOT NULL AND p.version <> ALL(:if_match::int[])
             THEN 'precondition_failed'
         WHEN p.merged_into_id IS NOT NULL THEN 'parent_merged'
         WHEN p.is_spam THEN 'parent_is_spam'
         WHEN p.archived_at IS NOT NULL THEN 'parent_archived'
         WHEN p.parent_id IS NOT NULL THEN 'parent_is_child'
-        WHEN p.n_children >= :max_children THEN 'children_limit_reached'
+        WHEN p.n_children + (SELECT size FROM batch) > :max_children
+            THEN 'children_limit_reached'
     END AS refusal
     FROM (VALUES (1)) AS one(x) LEFT JOIN p ON true
 ), ok AS (
     SELECT * FROM checked WHERE refusal IS NULL AND id IS NOT NULL
 ), parent AS (
+    -- One new version of the parent, however many children it gets.
     UPDATE conversations c SET
         version = c.version + 1,
         updated_at = :now,
-        n_children = c.n_children + 1,
-        n_open_children = c.n_open_children + 1,
-        n_activities = c.n_activities + CASE WHEN c.status IN {RESOLVED} THEN 2 ELSE 1 END,
+        n_children = c.n_children + b.size,
+        n_open_children = c.n_open_children + b.size,
+        n_activities = c.n_activities + b.size
+            + CASE WHEN c.status IN {RESOLVED} THEN 1 ELSE 0 END,
         status = CASE WHEN c.status IN {RESOLVED} THEN 'open' ELSE c.status END
-    FROM ok
+    FROM ok CROSS JOIN batch b
     WHERE c.workspace_id = :workspace_id AND c.id = :parent_id
 ), child AS (
     INSERT INTO conversations (
         workspace_id, id, parent_id, subject, status, version, created_at, updated_at,
-        source, assigned_at, n_activities, {_copied}
+        source, assigned_at, n_messages, n_activities, {_copied}
     )
-    SELECT :workspace_id, :child_id, ok.id, :subject, 'open', 1, :now, :now,
+    SELECT :workspace_id, i.child_id, ok.id, i.subject, 'open', 1, :now, :now,
         'child',
-        CASE WHEN ok.assignee_user_id IS NOT NULL OR ok.assignee_team_id IS NOT NULL
+        CASE WHEN v.assignee_user_id IS NOT NULL OR v.assignee_team_id IS NOT NULL
              THEN :now::timestamptz END,
-        1, {_copied_from_ok}
-    FROM ok
+        {part["n_messages"]}, 1, {_copied_from_v}
+    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (SELECT
+        {part["resulting"]}
+    ) AS v
     RETURNING *
-), activity AS (
+),{part["child_message"]} activity AS (
     INSERT INTO activities (workspace_id, id, conversation_id, kind, actor, payload, created_at)
     SELECT :workspace_id, a.id, a.conversation_id, a.kind, :caller, a.payload, :now
-    FROM ok CROSS JOIN LATERAL (VALUES
-        ((:activity_ids::uuid[])[1], :child_id::uuid, 'created_from_parent',
-         jsonb_build_object('parent_id', ok.id)),
-        ((:activity_ids::uuid[])[2], ok.id, 'child_created',
-         jsonb_build_object('child_id', :child_id::uuid, 'subject', :subject::text)),
-        ((:activity_ids::uuid[])[3], ok.id, 'reopened',
-         jsonb_build_object('from_status', ok.status, 'reason', 'child_created',
-                            'child_id', :child_id::uuid))
+    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (VALUES
+        (i.activity_ids[1], i.child_id, 'created_from_parent',
+         jsonb_build_object('parent_id', ok.id, {change})),
+        (i.activity_ids[2], ok.id, 'child_created',
+         jsonb_build_object('child_id', i.child_id, 'subject', i.subject, {change}))
     ) AS a(id, conversation_id, kind, payload)
-    WHERE a.kind <> 'reopened' OR ok.status IN {RESOLVED}
-), {rendered_cte("child", "'[]'::json")},{
+    UNION ALL
+    SELECT :workspace_id, :reopened_activity_id::uuid, ok.id, 'reopened', :caller,
+        jsonb_build_object('from_status', ok.status, 'reason', 'child_created',
+                           'child_id', b.first_child_id), :now
+    FROM ok CROSS JOIN batch b
+    WHERE ok.status IN {RESOLVED}
+), {rendered_cte("child", part["messages"])},{
         event_cte(
             "child_created",
             "child.created",
-            "rendered",
-            "(:event_ids::uuid[])[1]",
+            "(SELECT r.*, i.event_id FROM rendered r JOIN items i ON i.child_id = r.id)",
+            "s.event_id",
             "jsonb_build_object('conversation_id', s.id, 'parent_id', :parent_id::uuid, "
             "'conversation', s.doc)",
         )
@@ -210,33 +325,84 @@ p AS (
         event_cte(
             "parent_reopened",
             "parent.reopened",
-            f"(SELECT * FROM ok WHERE status IN {RESOLVED})",
-            "(:event_ids::uuid[])[2]",
+            f"(SELECT ok.id, b.first_child_id FROM ok CROSS JOIN batch b "
+            f"WHERE ok.status IN {RESOLVED})",
+            ":reopened_event_id::uuid",
             "jsonb_build_object('conversation_id', s.id, 'reason', 'child_created', "
-            "'child_id', :child_id::uuid)",
+            "'child_id', s.first_child_id)",
         )
     }{response}
-SELECT (SELECT claimed FROM gate) AS claimed, rendered.body, CASE
+SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
     WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
+        {part["stray_detail"]}
         WHEN 'precondition_failed' THEN checked.version::text
         WHEN 'parent_merged' THEN checked.merged_into_id::text
         WHEN 'parent_is_child' THEN checked.parent_id::text
+        WHEN 'children_limit_reached' THEN greatest(:max_children - checked.n_children, 0)::text
     END) END AS refused
-FROM checked LEFT JOIN rendered ON true
+FROM checked LEFT JOIN {out} ON true
 """)
 
 
-CREATE_CHILD = _create_child_sql(UNCLAIMED_CTE, "")
-CREATE_CHILD_IDEMPOTENT = _create_child_sql(
-    CLAIM_CTE, "," + response_cte(201, "rendered", LOCATION_PREFIX)
+# A batch's response: its children's objects in request order, as one JSON document.
+_BATCH_RENDERED = """
+batch_rendered AS (
+    SELECT convert_to(json_build_object('items', json_agg(r.doc ORDER BY i.n))::text, 'UTF8')
+        AS body, NULL::uuid AS id, NULL::int AS version
+    FROM rendered r JOIN items i ON i.child_id = r.id
+    HAVING count(*) > 0
+)"""
+
+_ONE_ITEM = _one_item(name for name in ITEM_COLUMNS if name != "n")
+_PLAIN_ITEM = _one_item(PLAIN_ITEM_COLUMNS)
+_CHILD_RESPONSE = "," + response_cte(201, "rendered", LOCATION_PREFIX)
+CREATE_CHILD = _create_children_sql(UNCLAIMED_CTE, _ONE_ITEM, "rendered", "")
+CREATE_CHILD_IDEMPOTENT = _create_children_sql(CLAIM_CTE, _ONE_ITEM, "rendered", _CHILD_RESPONSE)
+CREATE_PLAIN_CHILD = _create_children_sql(UNCLAIMED_CTE, _PLAIN_ITEM, "rendered", "", rich=False)
+CREATE_PLAIN_CHILD_IDEMPOTENT = _create_children_sql(
+    CLAIM_CTE, _PLAIN_ITEM, "rendered", _CHILD_RESPONSE, rich=False
+)
+CREATE_CHILDREN = _create_children_sql(
+    UNCLAIMED_CTE, _MANY_ITEMS, "batch_rendered", "," + _BATCH_RENDERED
+)
+CREATE_CHILDREN_IDEMPOTENT = _create_children_sql(
+    CLAIM_CTE,
+    _MANY_ITEMS,
+    "batch_rendered",
+    "," + _BATCH_RENDERED + "," + response_cte(201, "batch_rendered", None),
 )
 
 
-async def create_child(db: Db, values: dict[str, Any], *, idempotent: bool) -> Any:
-    """Create a child (values: workspace_id, caller, parent_id, child_id, subject, now,
-    max_children, if_match, activity_ids, and the claim's). The row has ``claimed`` (false:
-    the key is taken, nothing was written) and ``body`` (the child, rendered)."""
-    return await db.fetchrow(CREATE_CHILD_IDEMPOTENT if idempotent else CREATE_CHILD, values)
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def create_child(
+    db: Db, values: dict[str, Any], item: dict[str, Any], *, idempotent: bool
+) -> Any:
+    """Create one child (values: workspace_id, caller, parent_id, now, max_children, if_match,
+    reopened_activity_id, reopened_event_id, and the claim's; ``item``: the ``ITEM_COLUMNS``
+    but ``n``). The row has ``claimed`` (false: the key is taken, nothing was written) and
+    ``body`` (the child, rendered).
+
+    A child that differs from its parent only in its subject (the usual case) is created by
+    the lean statement, which does not plan or run what overrides, messages and copies need."""
+    params = {k: _json(v) if k in _JSONB_ITEM_COLUMNS and v is not None else v
+              for k, v in item.items()}  # fmt: skip
+    if item["overridden"] or item["copy_ids"] or item["m_body"] is not None:
+        statement = CREATE_CHILD_IDEMPOTENT if idempotent else CREATE_CHILD
+    else:
+        statement = CREATE_PLAIN_CHILD_IDEMPOTENT if idempotent else CREATE_PLAIN_CHILD
+    return await db.fetchrow(statement, {**values, **params})
+
+
+async def create_children(
+    db: Db, values: dict[str, Any], items: list[dict[str, Any]], *, idempotent: bool
+) -> Any:
+    """Create a batch of children, all or none: as ``create_child``, with ``items`` in request
+    order (``n`` = 1, 2, ...); ``body`` is ``{"items": [...]}``."""
+    statement = CREATE_CHILDREN_IDEMPOTENT if idempotent else CREATE_CHILDREN
+    return await db.fetchrow(statement, {**values, "items": _json(items)})
 
 
 # ------------------------------------------------------------------ conversation creation
@@ -319,14 +485,25 @@ FROM conversations c
 WHERE c.workspace_id = :workspace_id AND c.id = :conversation_id AND c.deleted_at IS NULL
 """)
 
+_STATUS_COUNTS = ", ".join(
+    f"'{status}', count(*) FILTER (WHERE status = '{status}')" for status in get_args(Status)
+)
+
 LIST_CHILDREN = Statement(f"""
 WITH page AS (
     SELECT c.*, row_number() OVER (ORDER BY c.id DESC) AS rn
     FROM conversations c
     WHERE c.workspace_id = :workspace_id AND c.parent_id = :parent_id AND c.deleted_at IS NULL
       AND (:before::uuid IS NULL OR c.id < :before::uuid)
+      AND (:statuses::text[] IS NULL OR c.status = ANY(:statuses::text[]))
     ORDER BY c.id DESC
     LIMIT :limit + 1
+), summary AS (
+    -- Over all the parent's children, whatever the filter and the cursor (SPEC §8.6).
+    SELECT count(*) AS total, jsonb_build_object({_STATUS_COUNTS}) AS by_status,
+           count(*) FILTER (WHERE status IN {RESOLVED}) AS done
+    FROM conversations
+    WHERE workspace_id = :workspace_id AND parent_id = :parent_id AND deleted_at IS NULL
 )
 SELECT EXISTS (
         SELECT 1 FROM conversations
@@ -337,7 +514,11 @@ SELECT EXISTS (
             FILTER (WHERE c.rn <= :limit),
         '[]'::json)::text, 'UTF8') AS items,
     count(*) > :limit AS more,
-    (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id
+    (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id,
+    (SELECT convert_to(jsonb_build_object(
+        'total', total, 'by_status', by_status,
+        'percent_resolved', CASE WHEN total = 0 THEN 0 ELSE done * 100 / total END)::text, 'UTF8')
+     FROM summary) AS summary
 FROM page c
 """)
 
@@ -350,11 +531,23 @@ async def get_conversation(db: Db, workspace_id: str, conversation_id: UUID) -> 
 
 
 async def list_children(
-    db: Db, workspace_id: str, parent_id: UUID, *, before: UUID | None, limit: int
+    db: Db,
+    workspace_id: str,
+    parent_id: UUID,
+    *,
+    before: UUID | None,
+    limit: int,
+    statuses: list[str] | None = None,
 ) -> Any:
     """A page of children, newest first: ``found`` (the parent), ``items`` (rendered),
-    ``more`` and ``last_id`` (for the next cursor)."""
+    ``more`` and ``last_id`` (for the next cursor), ``summary`` (rendered)."""
     return await db.fetchrow(
         LIST_CHILDREN,
-        {"workspace_id": workspace_id, "parent_id": parent_id, "before": before, "limit": limit},
+        {
+            "workspace_id": workspace_id,
+            "parent_id": parent_id,
+            "before": before,
+            "limit": limit,
+            "statuses": statuses,
+        },
     )

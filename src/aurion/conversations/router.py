@@ -6,13 +6,21 @@ to make here, and nothing to roll back on a refusal.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
 from aurion.auth import ReadPrincipal, WritePrincipal
 from aurion.auth.dependencies import AUTH_ERRORS
 from aurion.conversations import service
-from aurion.conversations.dependencies import ConversationID, Cursor, IdempotencyKey, Limit
+from aurion.conversations.dependencies import (
+    ConversationID,
+    Cursor,
+    IdempotencyKey,
+    Limit,
+    StatusFilter,
+)
 from aurion.conversations.errors import (
     ChildrenLimitReached,
     ConversationNotFound,
@@ -23,8 +31,10 @@ from aurion.conversations.errors import (
     PreconditionFailed,
 )
 from aurion.conversations.schemas import (
+    ChildConversationBatchCreate,
     ChildConversationCreate,
     Conversation,
+    ConversationBatch,
     ConversationCreate,
     ConversationPage,
 )
@@ -48,6 +58,80 @@ _CREATED_HEADERS = {
     },
 }
 _IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
+_CHILD_ERRORS = (
+    *AUTH_ERRORS,
+    ConversationNotFound,
+    ParentMerged,
+    ParentIsSpam,
+    ParentArchived,
+    ParentIsChild,
+    ChildrenLimitReached,
+    PreconditionFailed,
+    *_IDEMPOTENCY_ERRORS,
+    PayloadTooLarge,
+    DatabaseUnavailable,
+)
+
+
+# The docs page fills "Try it out" with the first example: a subject alone works on any parent
+# (an example built from every field's example would copy a message id no parent has).
+_CHILD_EXAMPLES: dict[str, Any] = {
+    "subject": {
+        "summary": "A subject: everything else is inherited",
+        "value": {"subject": "Refund the duplicate charge"},
+    },
+    "split": {
+        "summary": "A split: another team, higher priority, a note",
+        "description": "Add `copy_message_ids` with ids of the parent's messages (GET the "
+        "parent) to carry them over.",
+        "value": {
+            "subject": "Refund the duplicate charge",
+            "assignee_team_id": "team_billing",
+            "assignee_team_name": "Billing",
+            "assignee_user_id": None,
+            "assignee_user_name": None,
+            "priority": "urgent",
+            "message": {
+                "body": "Split off: Billing refunds the duplicate charge.",
+                "is_internal": True,
+            },
+        },
+    },
+}
+_BATCH_EXAMPLES: dict[str, Any] = {
+    "two": {
+        "summary": "Two children at once",
+        "value": {
+            "children": [
+                {"subject": "Refund the duplicate charge", "assignee_team_id": "team_billing"},
+                {"subject": "Replace the damaged item", "priority": "urgent"},
+            ]
+        },
+    }
+}
+
+
+def _child_responses(*where: str | int) -> dict[int | str, Any]:
+    """The errors of child creation, with the 422 of a copied id that is not the parent's."""
+    responses = error_responses(*_CHILD_ERRORS)
+    invalid = responses[422]
+    invalid["description"] += (
+        " A `copy_message_ids` item that is not a message of the parent: `type` "
+        "`message_not_in_parent`, at its location."
+    )
+    invalid["content"]["application/json"]["examples"]["message_not_in_parent"] = {
+        "summary": "An id to copy is not a message of the parent.",
+        "value": {
+            "detail": [
+                {
+                    "loc": ["body", *where, "copy_message_ids", 0],
+                    "msg": "Not a message of the parent conversation.",
+                    "type": "message_not_in_parent",
+                }
+            ]
+        },
+    }
+    return responses
 
 
 @router.post(
@@ -58,25 +142,13 @@ _IDEMPOTENCY_ERRORS = (IdempotencyKeyInUse, IdempotencyKeyReused)
     summary="Create a child conversation",
     responses={
         201: {"description": "The child conversation.", "headers": _CREATED_HEADERS},
-        **error_responses(
-            *AUTH_ERRORS,
-            ConversationNotFound,
-            ParentMerged,
-            ParentIsSpam,
-            ParentArchived,
-            ParentIsChild,
-            ChildrenLimitReached,
-            PreconditionFailed,
-            *_IDEMPOTENCY_ERRORS,
-            PayloadTooLarge,
-            DatabaseUnavailable,
-        ),
+        **_child_responses(),
     },
 )
 async def create_child_conversation(
     request: Request,
     conversation_id: ConversationID,
-    body: ChildConversationCreate,
+    body: Annotated[ChildConversationCreate, Body(openapi_examples=_CHILD_EXAMPLES)],
     principal: WritePrincipal,
     db: DbDep,
     if_match: IfMatchVersions,
@@ -85,20 +157,72 @@ async def create_child_conversation(
     """Create a child conversation that inherits the parent's context.
 
     The child copies the parent's customer, company, team, assignee, priority, tags, custom
-    attributes and SLA due dates; it starts `open` with no messages. The parent gets a
-    `child_created` activity and a new version, and is reopened if it was resolved or closed.
-    Children are one level deep, and a parent has at most `AURION_MAX_CHILDREN_PER_PARENT`.
-    With an `Idempotency-Key`, a retry returns the first response instead of a second child.
+    attributes and SLA due dates, except the fields the body gives (`null` clears one); it
+    starts `open`, with copies of the parent's messages named in `copy_message_ids` (oldest
+    first) and then `message`, if given. The parent gets a `child_created` activity and a new
+    version, and is reopened if it was resolved or closed. Children are one level deep, and a
+    parent has at most `AURION_MAX_CHILDREN_PER_PARENT`. With an `Idempotency-Key`, a retry
+    returns the first response instead of a second child.
     """
-    result = await service.create_child(
-        db,
-        principal,
-        conversation_id,
-        body,
-        if_match=if_match,
-        claim=claim_for(request, body, idempotency_key),
-        max_children=request.app.state.settings.max_children_per_parent,
-    )
+    state = request.app.state
+    claim = claim_for(request, body, idempotency_key)
+    async with state.turns.turn(conversation_id):
+        result = await service.create_child(
+            db,
+            principal,
+            conversation_id,
+            body,
+            if_match=if_match,
+            claim=claim,
+            max_children=state.settings.max_children_per_parent,
+        )
+    return written_response(result)
+
+
+@router.post(
+    "/{conversation_id}/children/batch",
+    status_code=201,
+    response_model=ConversationBatch,
+    operation_id="createChildConversationsBatch",
+    summary="Create several child conversations at once",
+    responses={
+        201: {
+            "description": "The children, in request order.",
+            "headers": {"Idempotent-Replayed": _CREATED_HEADERS["Idempotent-Replayed"]},
+        },
+        **_child_responses("children", 0),
+    },
+)
+async def create_child_conversations_batch(
+    request: Request,
+    conversation_id: ConversationID,
+    body: Annotated[ChildConversationBatchCreate, Body(openapi_examples=_BATCH_EXAMPLES)],
+    principal: WritePrincipal,
+    db: DbDep,
+    if_match: IfMatchVersions,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Create 1–50 child conversations of one parent, all or none.
+
+    Each item is a `createChildConversation` body and gives the same child. Either every child
+    is created or none is: any refusal refuses the whole batch, with the codes of
+    `createChildConversation` (`children_limit_reached` when the batch does not fit, saying how
+    many more children the parent can take). The parent gets one `child_created` activity per
+    child and a single new version. A 422 locates the item: `["body", "children", i, ...]`.
+    With an `Idempotency-Key`, a retry returns the whole first response.
+    """
+    state = request.app.state
+    claim = claim_for(request, body, idempotency_key)
+    async with state.turns.turn(conversation_id):  # in line with single creations
+        result = await service.create_children(
+            db,
+            principal,
+            conversation_id,
+            body,
+            if_match=if_match,
+            claim=claim,
+            max_children=state.settings.max_children_per_parent,
+        )
     return written_response(result)
 
 
@@ -160,8 +284,17 @@ async def list_child_conversations(
     db: DbDep,
     limit: Limit = 20,
     cursor: Cursor = None,
+    status: StatusFilter = None,
 ) -> Response:
-    """List a conversation's children, newest first, with cursor pagination."""
+    """List a conversation's children, newest first, with cursor pagination.
+
+    `status` keeps the children with one of the given statuses. `summary` counts all the
+    parent's children whatever the filter and the page: `total`, `by_status` (every status)
+    and `percent_resolved` (resolved + closed over total, rounded down; 0 with no children).
+    """
     before = service.decode_cursor(cursor) if cursor else None
-    page = await service.list_children(db, principal, conversation_id, limit=limit, before=before)
+    statuses = status.split(",") if status else None
+    page = await service.list_children(
+        db, principal, conversation_id, limit=limit, before=before, statuses=statuses
+    )
     return document_response(page)

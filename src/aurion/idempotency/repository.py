@@ -42,18 +42,23 @@ gate AS (
 )"""
 
 
-def response_cte(status_code: int, rendered: str, location_prefix: str) -> str:
+def response_cte(status_code: int, rendered: str, location_prefix: str | None) -> str:
     """Store the response of the CTE ``rendered`` (columns body, id, version: the body, and
-    the created resource's id and version for ``Location`` and ``ETag``) for the key.
+    the created resource's id and version for ``Location`` and ``ETag``) for the key. Without
+    a ``location_prefix`` (a response that is not one resource) there are no such headers.
 
     Conflicts only with the response of an expired key this statement took over.
     """
+    headers = (
+        "'{}'::jsonb"
+        if location_prefix is None
+        else f"""jsonb_build_object('location', '{location_prefix}' || r.id,
+                              'etag', '"' || r.version || '"')"""
+    )
     return f"""
 response AS (
     INSERT INTO idempotency_responses (workspace_id, subject, key, status_code, body, headers)
-    SELECT :workspace_id, :caller, :key, {status_code}, r.body,
-           jsonb_build_object('location', '{location_prefix}' || r.id,
-                              'etag', '"' || r.version || '"')
+    SELECT :workspace_id, :caller, :key, {status_code}, r.body, {headers}
     FROM {rendered} r
     ON CONFLICT (workspace_id, subject, key) DO UPDATE
         SET status_code = EXCLUDED.status_code, body = EXCLUDED.body, headers = EXCLUDED.headers

@@ -49,8 +49,13 @@ class Claim:
 
 
 def fingerprint(method: str, path: str, body: BaseModel) -> str:
-    """A digest of what makes two requests "the same": method, path and the validated body."""
-    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """A digest of what makes two requests "the same": method, path and the validated body.
+
+    Only the fields the client sent count: an absent field may mean something else than its
+    default (a child inherits an absent field from its parent, but not an explicit `[]`)."""
+    canonical = orjson.dumps(
+        body.model_dump(mode="json", exclude_unset=True), option=orjson.OPT_SORT_KEYS
+    )
     digest = hashlib.sha256()
     digest.update(method.upper().encode())
     digest.update(b"\n")

@@ -1,6 +1,13 @@
 // Runs the compiled typed call (build/call.js, from call.ts) against a running server.
 // Env: BASE_URL, TOKEN, PARENT_ID. Prints one JSON line for the Python test.
-import { ApiError, createChild, example } from "./build/call.js";
+import {
+  ApiError,
+  createChild,
+  example,
+  openChildIds,
+  splitExample,
+  updateConversation,
+} from "./build/call.js";
 
 const { BASE_URL, TOKEN, PARENT_ID } = process.env;
 const summary = await example(BASE_URL, TOKEN, PARENT_ID);
@@ -11,4 +18,15 @@ try {
   if (!(error instanceof ApiError)) throw error;
   refusal = { status: error.status, code: error.body.code };
 }
-process.stdout.write(JSON.stringify({ summary, refusal }) + "\n");
+let blocked = null;
+try {
+  await updateConversation(BASE_URL, TOKEN, PARENT_ID, { status: "resolved" });
+} catch (error) {
+  if (!(error instanceof ApiError)) throw error;
+  blocked = { status: error.status, code: error.body.code, open: openChildIds(error.body) };
+}
+const parent = await updateConversation(BASE_URL, TOKEN, PARENT_ID, { status: "resolved" }, "resolve");
+const resolved = `${parent.status} v${parent.version}`;
+// Split last: its two children reopen the resolved parent.
+const split = await splitExample(BASE_URL, TOKEN, PARENT_ID);
+process.stdout.write(JSON.stringify({ summary, refusal, blocked, resolved, split }) + "\n");
