@@ -109,6 +109,36 @@ class TestListEvents:
             }
         ]
 
+    async def test_lifecycle_changes_are_in_the_feed(
+        self,
+        client: httpx.AsyncClient,
+        create_parent: Factory,
+        auth: dict[str, str],
+        feed_auth: dict[str, str],
+    ) -> None:
+        parent = await create_parent()
+        child = (
+            await client.post(child_url(parent["id"]), json={"subject": "c"}, headers=auth)
+        ).json()
+        url = f"/api/v2/conversations/{parent['id']}?children=resolve"
+        resolved = await client.patch(url, json={"status": "resolved"}, headers=auth)
+        assert resolved.status_code == 200, resolved.text
+        deleted = await client.delete(f"/api/v2/conversations/{parent['id']}", headers=auth)
+        assert deleted.status_code == 204
+
+        items, _ = await read_all(client, feed_auth)
+
+        types = [e["type"] for e in items]
+        assert types[:2] == ["conversation.created", "child.created"]
+        assert "conversation.updated" in types
+        assert "child.resolved_with_parent" in types
+        assert types[-1] in ("conversation.deleted", "child.detached")
+        assert {"conversation.deleted", "child.detached"} <= set(types)
+        updated = next(e for e in items if e["type"] == "conversation.updated")
+        assert updated["data"]["conversation"] == resolved.json()
+        cascaded = next(e for e in items if e["type"] == "child.resolved_with_parent")
+        assert cascaded["data"]["conversation_id"] == child["id"]
+
     async def test_pages_and_cursor(
         self, client: httpx.AsyncClient, create_parent: Factory, feed_auth: dict[str, str]
     ) -> None:
