@@ -39,6 +39,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "env": "test",
         "jwt_secret": TEST_SECRET,
         "log_level": "WARNING",
+        # Webhooks: tests that deliver turn delivery on in an app of their own; receivers
+        # listen on 127.0.0.1.
+        "webhook_delivery": False,
+        "webhook_allow_private": True,
     }
     values.update(overrides)
     return Settings(**values)

@@ -26,21 +26,24 @@ from schemathesis.generation.case import Case
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aurion.app import create_app
-from aurion.auth.principal import READ_WRITE
+from aurion.auth.principal import ALL_SCOPES
 from aurion.auth.tokens import mint_token
 from aurion.conversations.fields import INT64_MAX, INT64_MIN
 from aurion.settings import Settings
+from aurion.webhooks.safety import UrlNotAllowed, check_form
 from tests.support import TEST_SECRET, make_settings
 
 SEED = int(os.environ.get("AURION_FUZZ_SEED", "20261125"))
 MAX_EXAMPLES = int(os.environ.get("AURION_FUZZ_EXAMPLES", "60"))
 PARENTS = 3
+# Every scope, so the fuzzer gets past authorization on every operation (events, webhooks too).
+EVERY_SCOPE = " ".join(ALL_SCOPES)
 # The messages of each fuzz parent, by parent id: copy_message_ids must name them (below).
 PARENT_MESSAGES: dict[str, list[str]] = {}
 WORKSPACE = f"ws_fuzz_{uuid.uuid4().hex[:10]}"
 TOKEN = mint_token(
     Settings(env="test", jwt_secret=TEST_SECRET), workspace=WORKSPACE, subject="fuzz",
-    scopes=READ_WRITE,
+    scopes=EVERY_SCOPE,
 )  # fmt: skip
 
 
@@ -96,7 +99,7 @@ async def fuzz_parents(database_url: str) -> list[str]:
     settings = make_settings(database_url, max_children_per_parent=5)
     app = create_app(settings)
     APP.target = app
-    token = mint_token(settings, workspace=WORKSPACE, subject="fuzz", scopes=READ_WRITE)
+    token = mint_token(settings, workspace=WORKSPACE, subject="fuzz", scopes=EVERY_SCOPE)
     headers = {"Authorization": f"Bearer {token}"}
     ids = []
     async with app.router.lifespan_context(app):
@@ -180,6 +183,14 @@ def test_api_conforms_to_its_schema(case: Case[Any], fuzz_parents: list[str]) ->
     # (tests/clients). tests/security/test_hostile_input.py covers it; skip such examples here.
     if any(_beyond_int64(value) for value in _free_form_json(case.body)):
         reject()
+    # A webhook URL must also parse as a URL (a host, a port in range), which a pattern cannot
+    # state; tests/webhooks/test_webhooks.py covers those refusals.
+    url = case.body.get("url") if isinstance(case.body, dict) else None
+    if isinstance(url, str):
+        try:
+            check_form(url, allow_private=True)
+        except UrlNotAllowed:
+            reject()
     headers: MutableMapping[str, Any] = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and 0 < len(key) <= 240 and key.isascii() and key.isprintable():

@@ -26,6 +26,7 @@ from aurion.db.location import DatabaseLocation
 from aurion.db.turns import Turns
 from aurion.docs import install_docs
 from aurion.errors import DatabaseUnavailable, MigrationsPending, install_error_handlers
+from aurion.events.router import router as events_router
 from aurion.idempotency.service import purge_periodically
 from aurion.metrics import Metrics, metrics_endpoint
 from aurion.middleware import (
@@ -38,6 +39,8 @@ from aurion.middleware import (
 )
 from aurion.observability import configure_logging
 from aurion.settings import Settings, get_settings
+from aurion.webhooks.delivery import Deliverer, delivery_engine
+from aurion.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("aurion.app")
 
@@ -46,8 +49,9 @@ The Aurion Conversations API: helpdesk conversations (support tickets with messa
 at its heart, **child conversations** that carry their parent's context so follow-up work can
 be tracked separately.
 
-* Authenticate with `Authorization: Bearer <JWT>`; scopes `conversations:read` and
-  `conversations:write`. A conversation of another workspace answers 404, like a missing one.
+* Authenticate with `Authorization: Bearer <JWT>`; scopes `conversations:read`,
+  `conversations:write`, `events:read` (the event feed) and `webhooks:write` (webhooks). A
+  conversation of another workspace answers 404, like a missing one.
 * Errors are `{"detail": "...", "code": "..."}`; malformed requests are 422 in FastAPI's
   shape `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
 * Times are ISO 8601 UTC (`2019-08-24T14:15:22Z`); ids are UUIDs (v7, time-ordered).
@@ -71,11 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purger = asyncio.create_task(
                 purge_periodically(app.state.engine, settings.idempotency_purge_interval_seconds)
             )
+        deliverer = None
+        if settings.webhook_delivery:
+            # Off the request path: its own connections, its own task, bounded concurrency.
+            deliverer = Deliverer(delivery_engine(settings, url), settings)
+            delivering = asyncio.create_task(deliverer.run())
         try:
             yield
         finally:
             if purger is not None:
                 purger.cancel()
+            if deliverer is not None:
+                delivering.cancel()
+                await asyncio.gather(delivering, return_exceptions=True)
+                await deliverer.engine.dispose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -95,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
     app.include_router(conversations_router)
+    app.include_router(events_router)
+    app.include_router(webhooks_router)
     app.include_router(lifecycle_router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 

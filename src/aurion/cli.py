@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from aurion.auth.principal import READ_WRITE
+from aurion.auth.principal import EVERY_SCOPE
 from aurion.db.location import DatabaseLocation
 from aurion.settings import Settings, get_settings
 
@@ -83,11 +83,11 @@ def _print_demo(settings: Settings, url: str, workspace: str, base: str) -> None
     from aurion.auth.tokens import mint_token
     from aurion.demo import DEMO_CHILD_SUBJECT, seed_demo_parent
 
-    token = mint_token(settings, workspace=workspace, subject="dev-user", scopes=READ_WRITE)
+    token = mint_token(settings, workspace=workspace, subject="dev-user", scopes=EVERY_SCOPE)
     parent = asyncio.run(seed_demo_parent(settings, url, workspace))
     body = json.dumps({"subject": DEMO_CHILD_SUBJECT})
     print(f"\nDocs:  {base}/docs")
-    print(f"Token (workspace {workspace!r}, 24 h, read+write):\n\n{token}\n")
+    print(f"Token (workspace {workspace!r}, 24 h, every scope):\n\n{token}\n")
     print(f"Demo parent conversation: {parent}")
     print("Create a child of it (in another terminal, once the server is up):\n")
     print(
@@ -121,6 +121,32 @@ def _purge_keys(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     print(f"Purged {asyncio.run(run())} expired idempotency keys.")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from aurion.observability import configure_logging
+    from aurion.webhooks.delivery import Deliverer, delivery_engine
+
+    settings = get_settings()
+    configure_logging(settings.log_level, as_json=settings.logs_as_json)
+    url = _database_url(DatabaseLocation(settings))
+
+    async def run() -> None:
+        deliverer = Deliverer(delivery_engine(settings, url), settings)
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(deliverer.run())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await deliverer.engine.dispose()
+
+    print("Delivering webhooks (SIGTERM or Ctrl-C stops).", flush=True)
+    asyncio.run(run())
     return 0
 
 
@@ -201,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings are AURION_* environment variables (README.md, Configuration).",
         epilog="examples:\n"
         "  aurion serve --migrate --print-token       # local: migrate, print a try-it command\n"
+        "  aurion worker                              # deliver webhooks on its own\n"
         "  aurion db upgrade                          # once per deploy, before serving\n"
         "  aurion serve --host 0.0.0.0 --port 8000    # production (AURION_ENV=production)\n"
         "  TOKEN=$(aurion token --workspace demo --sub me)\n"
@@ -299,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distribute.set_defaults(func=_distribute)
 
+    worker = sub.add_parser(
+        "worker",
+        help="Deliver webhooks (without serving HTTP).",
+        description="Deliver events to webhooks until stopped: what every 'aurion serve' "
+        "process also does unless AURION_WEBHOOK_DELIVERY=false. Run as many as you like; no "
+        "attempt is sent twice.",
+    )
+    worker.set_defaults(func=_worker)
+
     token = sub.add_parser(
         "token",
         help="Mint an HS256 bearer token with AURION_JWT_SECRET.",
@@ -314,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--scope",
-        default=READ_WRITE,
-        help=f'Space-separated scopes (default "{READ_WRITE}").',
+        default=EVERY_SCOPE,
+        help=f'Space-separated scopes (default: every scope, "{EVERY_SCOPE}").',
     )
     token.add_argument(
         "--ttl",

@@ -5,3 +5,4 @@ def load_all_models() -> None:
     import aurion.conversations.models  # noqa: F401
     import aurion.events.models  # noqa: F401
     import aurion.idempotency.models  # noqa: F401
+    import aurion.webhooks.models  # noqa: F401

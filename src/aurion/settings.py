@@ -88,6 +88,34 @@ class Settings(BaseSettings):
     def logs_as_json(self) -> bool:
         return (self.log_format or ("json" if self.env == "production" else "text")) == "json"
 
+    # Webhook delivery (SPEC §10). Each process of the service delivers (a background task)
+    # unless this is off; `aurion worker` delivers on its own.
+    webhook_delivery: bool = True
+    # Lifts the https-only and public-address-only rules on webhook URLs (development, tests).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Delays before each retry of a failed delivery (±10 % jitter); after the last, it fails.
+    # About 24 h in all: 5 s, 30 s, 2 min, 10 min, 1 h, 2 h, then 3 h seven times.
+    webhook_retry_schedule_seconds: Annotated[list[float], NoDecode] = [
+        5, 30, 120, 600, 3600, 7200, *([10800] * 7)
+    ]  # fmt: skip
+    # Deliveries a process sends at once (a slow receiver holds one of these, nothing else).
+    webhook_concurrency: int = Field(default=10, ge=1, le=1000)
+    # How often a process looks for new events and due retries when it found none.
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("webhook_retry_schedule_seconds", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        return _list_from_env(value)
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:

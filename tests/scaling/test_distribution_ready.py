@@ -23,9 +23,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from aurion.auth.principal import ALL_SCOPES
 from aurion.db.engine import async_url
 from tests.support import TokenFactory, make_settings, started_app
 
+EVERY_SCOPE = " ".join(ALL_SCOPES)
 PINNED = re.compile(r"\bworkspace_id\s*=|=\s*(?:\w+\.)?workspace_id\b")
 
 
@@ -144,6 +146,17 @@ async def _exercise_the_api(app: FastAPI, token_for: TokenFactory, workspace: st
         await call("GET", f"/api/v2/conversations/{child['id']}", 200, headers=auth)
         page = await call("GET", children, 200, params={"limit": 1}, headers=auth)
         await call("GET", children, 200, params={"cursor": page["next_cursor"]}, headers=auth)
+        # Events and webhooks (their own scopes).
+        every = {"Authorization": f"Bearer {token_for(workspace, EVERY_SCOPE)}"}
+        feed = await call("GET", "/api/v2/events", 200, params={"limit": 2}, headers=every)
+        await call("GET", "/api/v2/events", 200, params={"after": feed["next_cursor"]},
+                   headers=every)  # fmt: skip
+        hook = {"url": "http://127.0.0.1:9/hook", "types": ["child.created"]}
+        webhook = await call("POST", "/api/v2/webhooks", 201, json=hook, headers=every)
+        await call("GET", "/api/v2/webhooks", 200, headers=every)
+        await call("GET", f"/api/v2/webhooks/{webhook['id']}/deliveries", 200, headers=every)
+        deleted = await client.delete(f"/api/v2/webhooks/{webhook['id']}", headers=every)
+        assert deleted.status_code == 204
         # The life of a hierarchy (SPEC §8): update, refuse, cascade, reopen, move, read, delete.
         conversation = f"/api/v2/conversations/{parent['id']}"
         resolve = {"status": "resolved"}

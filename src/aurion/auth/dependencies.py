@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from aurion.auth.principal import READ, WRITE, Principal
+from aurion.auth.principal import EVENTS_READ, READ, WEBHOOKS_WRITE, WRITE, Principal
 from aurion.auth.tokens import TokenVerifier
 from aurion.errors import InsufficientScope, InvalidToken, NotAuthenticated
 
@@ -77,6 +77,8 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 
 ReadPrincipal = Annotated[Principal, Depends(require_scope(READ))]
 WritePrincipal = Annotated[Principal, Depends(require_scope(WRITE))]
+EventsPrincipal = Annotated[Principal, Depends(require_scope(EVENTS_READ))]
+WebhooksPrincipal = Annotated[Principal, Depends(require_scope(WEBHOOKS_WRITE))]
 
 # The errors any authenticated operation can return (for OpenAPI ``responses``).
 AUTH_ERRORS = (NotAuthenticated, InvalidToken, InsufficientScope)

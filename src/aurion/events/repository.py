@@ -1,6 +1,12 @@
-"""SQL of the outbox: the fragment every write statement embeds to record its events."""
+"""SQL of the outbox: the fragment every write statement embeds, and the feed that reads it."""
 
 from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from aurion.db.driver import Db, Statement
+from aurion.db.json_sql import json_object_sql, utc_timestamp_sql
 
 
 def event_cte(name: str, event_type: str, source: str, id_sql: str, data_sql: str) -> str:
@@ -17,3 +23,78 @@ def event_cte(name: str, event_type: str, source: str, id_sql: str, data_sql: st
     SELECT :workspace_id, {id_sql}, '{event_type}', :now, {data_sql}
     FROM {source} s
 )"""
+
+
+def event_json_sql(alias: str) -> str:
+    """The public event object of the events row ``alias`` (json): the feed's items and the
+    body of a webhook delivery are the same JSON."""
+    return json_object_sql(
+        {
+            "id": f"{alias}.id",
+            "type": f"{alias}.type",
+            "created_at": utc_timestamp_sql(f"{alias}.created_at"),
+            "data": f"{alias}.data",
+        }
+    )
+
+
+# The horizon: every transaction whose id is below the xmin of the current snapshot has ended
+# (committed or rolled back), and transaction ids are handed out in increasing order, so no
+# event with a txid below it can still appear. ``pg_current_snapshot()`` is the statement's own
+# snapshot, so the events the query sees and the horizon it applies are the same instant.
+HORIZON_SQL = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+
+# The feed, in commit order and gap-free.
+#
+# Why not order by a sequence or by created_at: a transaction can take its number (or time)
+# before another and commit after it. A reader that had already passed the second one's
+# number would never see the first. Ordering by the writer's transaction id has the same
+# problem on its own; what makes it safe is the horizon: only events whose txid is below the
+# xmin of the reader's snapshot are returned. Such a transaction has ended, and any
+# transaction that was still running when the page was read (however long ago it started,
+# whenever it commits) has a txid >= that xmin, which is > every txid this page returns and
+# therefore > the cursor handed out: a later read, once it has ended, returns it. Transactions
+# that start later get larger ids still. Rolled-back transactions leave no rows. So the cursor
+# (txid, id) only ever moves past events that are final, and a reader polling with it never
+# skips one. The cost: an event becomes visible only when every transaction older than it (in
+# the whole cluster) has ended, so a long-running transaction delays the feed; it never loses
+# an event.
+FEED = Statement(f"""
+WITH page AS (
+    SELECT e.* FROM events e
+    WHERE e.workspace_id = :workspace_id
+      AND (e.txid, e.id) > (:after_txid::bigint, :after_id::uuid)
+      AND e.txid < {HORIZON_SQL}
+      AND (:types::text[] IS NULL OR e.type = ANY(:types::text[]))
+    ORDER BY e.txid, e.id
+    LIMIT :limit
+)
+SELECT convert_to(
+        coalesce(json_agg({event_json_sql("page")} ORDER BY page.txid, page.id), '[]'::json)
+        ::text, 'UTF8') AS items,
+    (array_agg(page.txid ORDER BY page.txid DESC, page.id DESC))[1] AS last_txid,
+    (array_agg(page.id ORDER BY page.txid DESC, page.id DESC))[1] AS last_id
+FROM page
+""")
+
+
+async def feed(
+    db: Db,
+    workspace_id: str,
+    *,
+    after: tuple[int, UUID],
+    types: list[str] | None,
+    limit: int,
+) -> Any:
+    """A page of the feed: ``items`` (rendered) and the position of its last event
+    (``last_txid``, ``last_id``; null when the page is empty)."""
+    return await db.fetchrow(
+        FEED,
+        {
+            "workspace_id": workspace_id,
+            "after_txid": after[0],
+            "after_id": after[1],
+            "types": types,
+            "limit": limit,
+        },
+    )
