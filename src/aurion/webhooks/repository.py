@@ -46,15 +46,21 @@ def delivery_json_sql(alias: str) -> str:
 
 # A new webhook starts at the horizon: it gets the events of every transaction that had not
 # ended when it was registered, and everything after.
+# Rendered from the RETURNING row in the outer query: Citus allows only immutable functions in
+# a RETURNING clause (to_char is stable).
 CREATE = Statement(f"""
-INSERT INTO webhooks (
-    workspace_id, id, url, types, description, secret, created_at, cursor_txid, cursor_id
+WITH webhooks AS (
+    INSERT INTO webhooks (
+        workspace_id, id, url, types, description, secret, created_at, cursor_txid, cursor_id
+    )
+    VALUES (
+        :workspace_id, :id, :url, :types::text[], :description, :secret, :now, {HORIZON_SQL},
+        '00000000-0000-0000-0000-000000000000'
+    )
+    RETURNING *
 )
-VALUES (
-    :workspace_id, :id, :url, :types::text[], :description, :secret, :now, {HORIZON_SQL},
-    '00000000-0000-0000-0000-000000000000'
-)
-RETURNING convert_to(({webhook_json_sql("webhooks", secret=True)})::text, 'UTF8') AS body
+SELECT convert_to(({webhook_json_sql("webhooks", secret=True)})::text, 'UTF8') AS body
+FROM webhooks
 """)
 
 LIST = Statement(f"""
