@@ -21,20 +21,23 @@ from sqlalchemy.dialects import postgresql
 from aurion.conversations.fields import Status
 from aurion.conversations.models import Conversation as ConversationRow
 from aurion.conversations.models import Message as MessageRow
+from aurion.conversations.rendering import (
+    RESOLVED,
+    body_sql,
+    conversation_json_sql,
+    message_json_sql,
+    newest_messages_sql,
+    rendered_cte,
+)
 from aurion.conversations.schemas import (
     INHERITED_FIELDS,
-    Conversation,
     ConversationCreate,
     MessageCreate,
-    MessageRead,
 )
 from aurion.db.driver import Db, Statement
-from aurion.db.json_sql import json_object_sql, schema_fields_sql
 from aurion.events.repository import event_cte
 from aurion.idempotency.repository import CLAIM_CTE, UNCLAIMED_CTE, response_cte
 
-MAX_EMBEDDED_MESSAGES = 200
-RESOLVED = "('resolved', 'closed')"
 LOCATION_PREFIX = "/api/v2/conversations/"
 
 # Columns a child copies from its parent, as they are (the inheritance table of SPEC §2), and a
@@ -57,60 +60,6 @@ _dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 def _sql_type(table: Any, column: str) -> str:
     return str(table.c[column].type.compile(dialect=_dialect))
-
-
-# ------------------------------------------------------------------ rendering (the public object)
-
-
-def message_json_sql(alias: str) -> str:
-    return json_object_sql(schema_fields_sql(MessageRead, _messages, alias, {}))
-
-
-def conversation_json_sql(alias: str, messages: str) -> str:
-    """The public object of the conversation row ``alias``, with ``messages`` (json) embedded."""
-    tab_counts = json_object_sql(
-        {
-            "activities": f"{alias}.n_activities",
-            "has_resolution": f"{alias}.status IN {RESOLVED}",
-            "messages": f"{alias}.n_messages",
-            "related": f"{alias}.n_children + ({alias}.parent_id IS NOT NULL)::int",
-        }
-    )
-    return json_object_sql(
-        schema_fields_sql(
-            Conversation, _conversations, alias, {"messages": messages, "tab_counts": tab_counts}
-        )
-    )
-
-
-def newest_messages_sql(alias: str) -> str:
-    """The newest messages of ``alias`` (at most 200), oldest first, as a json array.
-
-    The workspace is the statement's parameter, not ``alias.workspace_id``: Citus routes a
-    correlated sub-query to one shard only when it pins the distribution column to a value
-    (with the column of the outer row it ran GET on all 32 shards, and refused the children
-    page outright: "correlated subqueries are not supported when the FROM clause contains a
-    CTE or subquery")."""
-    return f"""CASE WHEN {alias}.n_messages = 0 THEN '[]'::json ELSE (
-        SELECT json_agg({message_json_sql("m")} ORDER BY m.created_at, m.id)
-        FROM (SELECT * FROM messages
-              WHERE workspace_id = :workspace_id AND conversation_id = {alias}.id
-              ORDER BY created_at DESC, id DESC
-              LIMIT {MAX_EMBEDDED_MESSAGES}) m) END"""
-
-
-def rendered_cte(source: str, messages: str) -> str:
-    """The CTE ``rendered``: ``doc`` (json, for events) and ``body`` (the response's bytes),
-    with the object's ``id`` and ``version``, for each row of ``source``."""
-    return f"""rendered AS (
-    SELECT r.doc, convert_to(r.doc::text, 'UTF8') AS body, r.id, r.version
-    FROM (SELECT {conversation_json_sql(source, messages)} AS doc, {source}.id, {source}.version
-          FROM {source}) r
-)"""
-
-
-def body_sql(alias: str, messages: str) -> str:
-    return f"convert_to(({conversation_json_sql(alias, messages)})::text, 'UTF8')"
 
 
 # ------------------------------------------------------------------ child creation

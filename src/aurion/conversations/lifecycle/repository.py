@@ -23,11 +23,7 @@ from sqlalchemy import DateTime
 from aurion.conversations.lifecycle.schemas import PATCHABLE_COLUMNS, Activity
 from aurion.conversations.models import Activity as ActivityRow
 from aurion.conversations.models import Conversation as ConversationRow
-from aurion.conversations.repository import (
-    RESOLVED,
-    newest_messages_sql,
-    rendered_cte,
-)
+from aurion.conversations.rendering import RESOLVED, newest_messages_sql, rendered_cte
 from aurion.db.driver import Db, Statement
 from aurion.db.json_sql import json_object_sql, schema_fields_sql, utc_timestamp_sql
 from aurion.events.repository import event_cte
