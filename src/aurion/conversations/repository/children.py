@@ -1,66 +1,29 @@
-"""Every query of the conversations domain: one statement per request.
-
-Each write is a single statement on the request's driver connection (``aurion.db.driver``),
-which PostgreSQL runs as a transaction of its own: it claims the Idempotency-Key (if any),
-locks and checks what it changes, writes, renders the public object as JSON and stores that
-response with the key. A refusal is diagnosed on the locked, latest row and raised by
-``aurion_refuse`` (SQLSTATE AUR01), which rolls the whole statement back, key included.
-Reads render their JSON in PostgreSQL too, from the counters kept on the row. Every statement
-filters on ``workspace_id`` first.
-"""
+"""Child creation: one child, a batch, plain or rich, with or without an Idempotency-Key —
+one statement each (see the package docstring)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, get_args
-from uuid import UUID
+from typing import Any
 
 import orjson
-from sqlalchemy.dialects import postgresql
 
-from aurion.conversations.fields import Status
-from aurion.conversations.models import Conversation as ConversationRow
-from aurion.conversations.models import Message as MessageRow
 from aurion.conversations.rendering import (
     RESOLVED,
-    body_sql,
-    conversation_json_sql,
     message_json_sql,
-    newest_messages_sql,
     rendered_cte,
 )
-from aurion.conversations.schemas import (
-    INHERITED_FIELDS,
-    ConversationCreate,
-    MessageCreate,
+from aurion.conversations.repository.columns import (
+    CONVERSATIONS,
+    INHERITED_COLUMNS,
+    LOCATION_PREFIX,
+    MESSAGE_COLUMNS,
+    MESSAGES,
+    sql_type,
 )
 from aurion.db.driver import Db, Statement
 from aurion.events.repository import event_cte
 from aurion.idempotency.repository import CLAIM_CTE, UNCLAIMED_CTE, response_cte
-
-LOCATION_PREFIX = "/api/v2/conversations/"
-
-# Columns a child copies from its parent, as they are (the inheritance table of SPEC §2), and a
-# request may override (SPEC §9): the fields of the schema that defines them.
-INHERITED_COLUMNS: tuple[str, ...] = INHERITED_FIELDS
-
-# Columns a client may set when creating a conversation: the create schema's fields.
-WRITABLE_COLUMNS: tuple[str, ...] = tuple(
-    name for name in ConversationCreate.model_fields if name not in ("subject", "messages")
-)
-# Columns of an initial message: its id and the message create schema's fields.
-MESSAGE_COLUMNS: tuple[str, ...] = ("id", *MessageCreate.model_fields)
-
-_conversations = ConversationRow.__table__
-_messages = MessageRow.__table__
-
-
-_dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _sql_type(table: Any, column: str) -> str:
-    return str(table.c[column].type.compile(dialect=_dialect))
-
 
 # ------------------------------------------------------------------ child creation
 
@@ -77,8 +40,8 @@ ITEM_COLUMNS: dict[str, str] = {
     "child_id": "uuid",
     "subject": "text",
     "overridden": "text[]",
-    **{f"o_{c}": _sql_type(_conversations, c) for c in INHERITED_COLUMNS},
-    **{f"m_{c}": _sql_type(_messages, c) for c in NEW_MESSAGE_COLUMNS},
+    **{f"o_{c}": sql_type(CONVERSATIONS, c) for c in INHERITED_COLUMNS},
+    **{f"m_{c}": sql_type(MESSAGES, c) for c in NEW_MESSAGE_COLUMNS},
     "copy_ids": "uuid[]",
     "message_ids": "uuid[]",
     "activity_ids": "uuid[]",
@@ -345,151 +308,3 @@ async def create_children(
     order (``n`` = 1, 2, ...); ``body`` is ``{"items": [...]}``."""
     statement = CREATE_CHILDREN_IDEMPOTENT if idempotent else CREATE_CHILDREN
     return await db.fetchrow(statement, {**values, "items": _json(items)})
-
-
-# ------------------------------------------------------------------ conversation creation
-
-
-def _param(name: str) -> str:
-    return f":{name}::{_sql_type(_conversations, name)}"
-
-
-def _message_array(name: str) -> str:
-    return f":message_{name}::{_sql_type(_messages, name)}[]"
-
-
-_message_params = ", ".join(_message_array(c) for c in MESSAGE_COLUMNS)
-
-
-def _create_conversation_sql(claim: str, response: str) -> Statement:
-    return Statement(f"""
-WITH {claim},
-conversation AS (
-    INSERT INTO conversations (
-        workspace_id, id, subject, version, created_at, updated_at, assigned_at,
-        n_messages, n_activities, {", ".join(WRITABLE_COLUMNS)}
-    )
-    SELECT :workspace_id, :conversation_id, :subject, 1, :now, :now, :assigned_at::timestamptz,
-        cardinality(:message_id::uuid[]), 1, {", ".join(_param(c) for c in WRITABLE_COLUMNS)}
-    WHERE (SELECT claimed FROM gate)
-    RETURNING *
-), message AS (
-    INSERT INTO messages (
-        workspace_id, conversation_id, conversation_version, {", ".join(MESSAGE_COLUMNS)},
-        created_at
-    )
-    SELECT :workspace_id, conversation.id, 1, m.{", m.".join(MESSAGE_COLUMNS)}, :now
-    FROM conversation,
-         unnest({_message_params}) WITH ORDINALITY AS m({", ".join(MESSAGE_COLUMNS)}, n)
-    RETURNING *
-), activity AS (
-    INSERT INTO activities (workspace_id, id, conversation_id, kind, actor, payload, created_at)
-    SELECT :workspace_id, :activity_id, conversation.id, 'created', :caller,
-           jsonb_build_object('messages', conversation.n_messages), :now
-    FROM conversation
-), {
-        rendered_cte(
-            "conversation",
-            f"(SELECT coalesce(json_agg({message_json_sql('m')} ORDER BY m.id), '[]'::json)"
-            " FROM message m)",
-        )
-    },{
-        event_cte(
-            "conversation_created",
-            "conversation.created",
-            "rendered",
-            ":event_id::uuid",
-            "jsonb_build_object('conversation_id', s.id, 'conversation', s.doc)",
-        )
-    }{response}
-SELECT (SELECT claimed FROM gate) AS claimed, rendered.body
-FROM (VALUES (1)) AS one(x) LEFT JOIN rendered ON true
-""")
-
-
-CREATE_CONVERSATION = _create_conversation_sql(UNCLAIMED_CTE, "")
-CREATE_CONVERSATION_IDEMPOTENT = _create_conversation_sql(
-    CLAIM_CTE, "," + response_cte(201, "rendered", LOCATION_PREFIX)
-)
-
-
-async def create_conversation(db: Db, values: dict[str, Any], *, idempotent: bool) -> Any:
-    """Insert a conversation, its messages (``message_<column>`` arrays) and its activity."""
-    statement = CREATE_CONVERSATION_IDEMPOTENT if idempotent else CREATE_CONVERSATION
-    return await db.fetchrow(statement, values)
-
-
-# ------------------------------------------------------------------ reads
-
-GET_CONVERSATION = Statement(f"""
-SELECT {body_sql("c", newest_messages_sql("c"))} AS body, c.version
-FROM conversations c
-WHERE c.workspace_id = :workspace_id AND c.id = :conversation_id AND c.deleted_at IS NULL
-""")
-
-_STATUS_COUNTS = ", ".join(
-    f"'{status}', count(*) FILTER (WHERE status = '{status}')" for status in get_args(Status)
-)
-
-LIST_CHILDREN = Statement(f"""
-WITH page AS (
-    SELECT c.*, row_number() OVER (ORDER BY c.id DESC) AS rn
-    FROM conversations c
-    WHERE c.workspace_id = :workspace_id AND c.parent_id = :parent_id AND c.deleted_at IS NULL
-      AND (:before::uuid IS NULL OR c.id < :before::uuid)
-      AND (:statuses::text[] IS NULL OR c.status = ANY(:statuses::text[]))
-    ORDER BY c.id DESC
-    LIMIT :limit + 1
-), summary AS (
-    -- Over all the parent's children, whatever the filter and the cursor (SPEC §8.6).
-    SELECT count(*) AS total, jsonb_build_object({_STATUS_COUNTS}) AS by_status,
-           count(*) FILTER (WHERE status IN {RESOLVED}) AS done
-    FROM conversations
-    WHERE workspace_id = :workspace_id AND parent_id = :parent_id AND deleted_at IS NULL
-)
-SELECT EXISTS (
-        SELECT 1 FROM conversations
-        WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
-    ) AS found,
-    convert_to(coalesce(
-        json_agg({conversation_json_sql("c", newest_messages_sql("c"))} ORDER BY c.id DESC)
-            FILTER (WHERE c.rn <= :limit),
-        '[]'::json)::text, 'UTF8') AS items,
-    count(*) > :limit AS more,
-    (array_agg(c.id ORDER BY c.id) FILTER (WHERE c.rn <= :limit))[1] AS last_id,
-    (SELECT convert_to(jsonb_build_object(
-        'total', total, 'by_status', by_status,
-        'percent_resolved', CASE WHEN total = 0 THEN 0 ELSE done * 100 / total END)::text, 'UTF8')
-     FROM summary) AS summary
-FROM page c
-""")
-
-
-async def get_conversation(db: Db, workspace_id: str, conversation_id: UUID) -> Any:
-    """The conversation rendered (``body``) with its ``version``, or None."""
-    return await db.fetchrow(
-        GET_CONVERSATION, {"workspace_id": workspace_id, "conversation_id": conversation_id}
-    )
-
-
-async def list_children(
-    db: Db,
-    workspace_id: str,
-    parent_id: UUID,
-    *,
-    before: UUID | None,
-    limit: int,
-    statuses: list[str] | None = None,
-) -> Any:
-    """A page of children, newest first: ``found`` (the parent), ``items`` (rendered),
-    ``more`` and ``last_id`` (for the next cursor), ``summary`` (rendered)."""
-    return await db.fetchrow(
-        LIST_CHILDREN,
-        {
-            "workspace_id": workspace_id,
-            "parent_id": parent_id,
-            "before": before,
-            "limit": limit,
-            "statuses": statuses,
-        },
-    )
