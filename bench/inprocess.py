@@ -13,6 +13,7 @@ for every variant of the app, so differences between variants are the app's.
         # `git archive main src | tar -x -C /tmp/main`), then the medians of each
 
 Requests are sequential (one at a time): the figure is the cost of a request, not of waiting.
+The routes take turns in blocks of 100 requests; a route's figure is the median of its blocks.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ from bench.common import CHILD_LIMIT, SCOPES, SUBJECT, WORK, WORKSPACE, log
 from bench.database import Database
 from bench.measurement import CpuMeter
 
-ROUTES = ("child", "batch", "get", "list", "create")
-# Not measured by default: /healthz, the floor (client, middleware, routing, no auth, no SQL).
+# "client": the child creation request sent to a bare ASGI app that answers a fixed 201: what
+# the client costs this process. The other routes' "app µs" are theirs minus this one.
+CLIENT = "client"
+ROUTES = (CLIENT, "child", "batch", "get", "list", "create")
+# Not measured by default: /healthz (middleware and routing, no auth, no SQL).
 FLOOR = "healthz"
-DATABASE = "aurion_inprocess"
+DATABASE = "aurion_inprocess"  # and the process id: runs at the same time do not collide
 PARENTS = 200
 MESSAGES_PER_PARENT = 3
 BATCH_SIZE = 5
+BLOCK = 100  # requests of one route in a row
 
 # Where the access log goes: formatted as in production, written nowhere.
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
@@ -54,7 +59,18 @@ _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
-def _requests(parents: list[str], token: str) -> dict[str, tuple[Request, int]]:
+async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request and answers a fixed body the size of a child conversation's."""
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2600")]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": b" " * 2600})
+
+
+def _requests(
+    parents: list[str], token: str, bare: httpx.AsyncClient
+) -> dict[str, tuple[Request, int]]:
     """Each route: a function sending its i-th request, and the status it must answer."""
     auth = {"Authorization": f"Bearer {token}"}
 
@@ -86,7 +102,11 @@ def _requests(parents: list[str], token: str) -> dict[str, tuple[Request, int]]:
     async def healthz(c: httpx.AsyncClient, i: int) -> httpx.Response:
         return await c.get("/healthz")
 
+    async def client_only(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await child(bare, i)
+
     return {
+        CLIENT: (client_only, 201),
         FLOOR: (healthz, 200),
         "child": (child, 201),
         "batch": (batch, 201),
@@ -126,43 +146,66 @@ async def _measure(
     results: dict[str, dict[str, float]] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            requests = _requests(parents, token)
+        bare_transport = httpx.ASGITransport(app=_bare_app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+            httpx.AsyncClient(transport=bare_transport, base_url="http://bench") as bare,
+        ):
+            requests = _requests(parents, token, bare)
             for route in routes:
                 send, expected = requests[route]
                 for i in range(warmup):
                     response = await send(client, i)
                     assert response.status_code == expected, (route, response.text)
-                meter = CpuMeter(None, db.postmaster_pid())
-                profiler = cProfile.Profile() if route == profile else None
-                cpu, wall = time.process_time(), time.perf_counter()
-                if profiler is not None:
-                    profiler.enable()
-                for i in range(n):
-                    response = await send(client, warmup + i)
-                    if response.status_code != expected:
-                        raise AssertionError(f"{route}: {response.status_code} {response.text}")
-                if profiler is not None:
-                    profiler.disable()
-                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                _, pg_ms = meter.per_request_ms(n)
+            # Blocks of each route in turn, and the median block of each: a burst of other
+            # work on the machine spoils a block or two, not one route's figure.
+            blocks: dict[str, list[float]] = {route: [] for route in routes}
+            pg_seconds = dict.fromkeys(routes, 0.0)
+            walls = dict.fromkeys(routes, 0.0)
+            profiler = cProfile.Profile()
+            sent = warmup
+            for _ in range(max(1, n // BLOCK)):
+                for route in routes:
+                    send, expected = requests[route]
+                    meter = CpuMeter(None, db.postmaster_pid())
+                    if route == profile:
+                        profiler.enable()
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    for i in range(sent, sent + BLOCK):
+                        response = await send(client, i)
+                        if response.status_code != expected:
+                            raise AssertionError(f"{route}: {response.status_code} {response.text}")
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    if route == profile:
+                        profiler.disable()
+                    sent += BLOCK
+                    blocks[route].append(1e6 * cpu / BLOCK)
+                    walls[route] += wall
+                    pg_seconds[route] += meter.per_request_ms(1)[1] / 1000
+            for route in routes:
+                measured = BLOCK * len(blocks[route])
                 results[route] = {
-                    "py_us": round(1e6 * cpu / n, 1),
-                    "pg_us": round(1000 * pg_ms, 1),
-                    "wall_us": round(1e6 * wall / n, 1),
+                    "py_us": round(statistics.median(blocks[route]), 1),
+                    "pg_us": round(1e6 * pg_seconds[route] / measured, 1),
+                    "wall_us": round(1e6 * walls[route] / measured, 1),
                 }
-                if profiler is not None:
-                    profiler.dump_stats(WORK / f"inprocess-{route}.prof")
-                    out = io.StringIO()
-                    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
-                    print(out.getvalue(), file=sys.stderr)
+            if profile is not None:
+                profiler.dump_stats(WORK / f"inprocess-{profile}.prof")
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+                print(out.getvalue(), file=sys.stderr)
     return results
 
 
 def _table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'route':<8} {'python µs/req':>14} {'postgres µs/req':>16} {'wall µs/req':>12}"]
+    client = rows.get(CLIENT, {}).get("py_us")
+    lines = [
+        f"{'route':<8} {'python µs/req':>14} {'app µs/req':>11} {'postgres µs/req':>16}"
+        f" {'wall µs/req':>12}"
+    ]
     for route, r in rows.items():
-        lines.append(f"{route:<8} {r['py_us']:>14} {r['pg_us']:>16} {r['wall_us']:>12}")
+        app = "" if client is None or route == CLIENT else f"{r['py_us'] - client:.1f}"
+        lines.append(f"{route:<8} {r['py_us']:>14} {app:>11} {r['pg_us']:>16} {r['wall_us']:>12}")
     return "\n".join(lines)
 
 
@@ -171,10 +214,11 @@ def _compare(args: argparse.Namespace) -> None:
     variants = {"this": os.environ.get("PYTHONPATH", ""), "other": args.compare}
     runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in variants}
     db = Database(DATABASE)
-    db.start()  # once: the runs find it running, and leave it so
+    db.start()  # once: the runs find the cluster running, and leave it so
     try:
         _alternate(args, variants, runs)
     finally:
+        db.cluster.drop_database(db.name)
         db.stop()
     for name, results in runs.items():
         medians = {
@@ -186,6 +230,12 @@ def _compare(args: argparse.Namespace) -> None:
         }
         where = variants[name] or "this checkout"
         print(f"\n{name} ({where}), medians of {len(results)} runs:\n{_table(medians)}")
+    # Runs of one round are neighbours in time: their difference is steadier than the medians'.
+    print("\nthis - other, median of the rounds' differences (python µs/req):")
+    for route in args.routes:
+        diffs = [t[route]["py_us"] - o[route]["py_us"] for t, o in zip(*runs.values(), strict=True)]
+        each = ", ".join(f"{d:+.0f}" for d in diffs)
+        print(f"{route:<8} {statistics.median(diffs):>+8.1f}  ({each})")
 
 
 def _alternate(
@@ -222,7 +272,7 @@ def main() -> None:
     if args.compare:
         _compare(args)
         return
-    db = Database(DATABASE)
+    db = Database(f"{DATABASE}_{os.getpid()}")
     db.start()
     try:
         run = f"inprocess-{uuid.uuid4().hex[:8]}"
@@ -232,6 +282,7 @@ def main() -> None:
         measured = _measure(db, parents, args.routes, args.n, args.warmup, args.profile)
         results = asyncio.run(measured)
     finally:
+        db.cluster.drop_database(db.name)
         db.stop()
     print(json.dumps(results) if args.json else _table(results))
 
