@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Header, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -19,22 +19,21 @@ from aurion.settings import Settings
 JSON = "application/json"
 
 
-async def if_match_versions(
-    if_match: Annotated[
-        str | None,
-        Header(
-            max_length=1024,
-            description='Only act if the conversation\'s ETag matches, e.g. `"3"` (412 otherwise).',
-            examples=['"1"'],
-        ),
-    ] = None,
-) -> list[int] | None:
-    """The versions ``If-Match`` accepts (RFC 9110 strong comparison): None for no header or
-    ``*`` (any current version); an empty list when no listed tag can ever match.
+# A parameter of the operation itself, parsed by if_match_versions in the endpoint: a
+# dependency of its own would cost FastAPI about 50 µs of CPU per request to solve.
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=1024,
+        description='Only act if the conversation\'s ETag matches, e.g. `"3"` (412 otherwise).',
+        examples=['"1"'],
+    ),
+]
 
-    async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a round trip
-    through the thread pool that cost more than the rest of the request's Python (profiled).
-    """
+
+def if_match_versions(if_match: str | None) -> list[int] | None:
+    """The versions ``If-Match`` accepts (RFC 9110 strong comparison): None for no header or
+    ``*`` (any current version); an empty list when no listed tag can ever match."""
     if if_match is None:
         return None
     versions: list[int] = []
@@ -47,9 +46,6 @@ async def if_match_versions(
     return versions
 
 
-IfMatchVersions = Annotated[list[int] | None, Depends(if_match_versions)]
-
-
 def claim_for(request: Request, body: BaseModel, key: str | None) -> Claim | None:
     """The claim an Idempotency-Key makes for this request (None without a key)."""
     if key is None:
@@ -57,7 +53,8 @@ def claim_for(request: Request, body: BaseModel, key: str | None) -> Claim | Non
     settings: Settings = request.app.state.settings
     return Claim(
         key,
-        fingerprint(request.method, request.url.path, body),
+        # The path as the server received it: request.url would parse a whole URL for it.
+        fingerprint(request.method, request.scope["path"], body),
         timedelta(hours=settings.idempotency_ttl_hours),
     )
 

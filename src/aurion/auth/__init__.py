@@ -5,7 +5,6 @@ from aurion.auth.dependencies import (
     ReadPrincipal,
     WebhooksPrincipal,
     WritePrincipal,
-    bearer_scheme,
 )
 from aurion.auth.principal import Principal
 
@@ -15,5 +14,4 @@ __all__ = [
     "ReadPrincipal",
     "WebhooksPrincipal",
     "WritePrincipal",
-    "bearer_scheme",
 ]

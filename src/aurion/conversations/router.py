@@ -38,9 +38,14 @@ from aurion.conversations.schemas import (
     ConversationCreate,
     ConversationPage,
 )
-from aurion.db.driver import DbDep
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge
-from aurion.http import IfMatchVersions, claim_for, document_response, written_response
+from aurion.http import (
+    IfMatch,
+    claim_for,
+    document_response,
+    if_match_versions,
+    written_response,
+)
 from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from aurion.openapi import error_responses
 
@@ -154,9 +159,8 @@ async def create_child_conversation(
     conversation_id: ConversationID,
     body: Annotated[ChildConversationCreate, Body(openapi_examples=_CHILD_EXAMPLES)],
     principal: WritePrincipal,
-    db: DbDep,
-    if_match: IfMatchVersions,
     idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """Create a child conversation that inherits the parent's context.
 
@@ -172,11 +176,11 @@ async def create_child_conversation(
     claim = claim_for(request, body, idempotency_key)
     async with state.turns.turn(conversation_id):
         result = await service.create_child(
-            db,
+            state.db,
             principal,
             conversation_id,
             body,
-            if_match=if_match,
+            if_match=if_match_versions(if_match),
             claim=claim,
             max_children=state.settings.max_children_per_parent,
         )
@@ -202,9 +206,8 @@ async def create_child_conversations_batch(
     conversation_id: ConversationID,
     body: Annotated[ChildConversationBatchCreate, Body(openapi_examples=_BATCH_EXAMPLES)],
     principal: WritePrincipal,
-    db: DbDep,
-    if_match: IfMatchVersions,
     idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """Create 1–50 child conversations of one parent, all or none.
 
@@ -219,11 +222,11 @@ async def create_child_conversations_batch(
     claim = claim_for(request, body, idempotency_key)
     async with state.turns.turn(conversation_id):  # in line with single creations
         result = await service.create_children(
-            db,
+            state.db,
             principal,
             conversation_id,
             body,
-            if_match=if_match,
+            if_match=if_match_versions(if_match),
             claim=claim,
             max_children=state.settings.max_children_per_parent,
         )
@@ -245,11 +248,11 @@ async def create_conversation(
     request: Request,
     body: ConversationCreate,
     principal: WritePrincipal,
-    db: DbDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Create a conversation, optionally with its first messages."""
     claim = claim_for(request, body, idempotency_key)
+    db = request.app.state.db
     return written_response(await service.create_conversation(db, principal, body, claim=claim))
 
 
@@ -267,11 +270,12 @@ async def create_conversation(
     },
 )
 async def get_conversation(
+    request: Request,
     conversation_id: ConversationID,
     principal: ReadPrincipal,
-    db: DbDep,
 ) -> Response:
     """Get a conversation with its messages (oldest first, the newest 200) and tab counts."""
+    db = request.app.state.db
     return document_response(await service.get_conversation(db, principal, conversation_id))
 
 
@@ -283,9 +287,9 @@ async def get_conversation(
     responses=error_responses(*AUTH_ERRORS, ConversationNotFound, DatabaseUnavailable),
 )
 async def list_child_conversations(
+    request: Request,
     conversation_id: ConversationID,
     principal: ReadPrincipal,
-    db: DbDep,
     limit: Limit = 20,
     cursor: Cursor = None,
     status: StatusFilter = None,
@@ -299,6 +303,6 @@ async def list_child_conversations(
     before = service.decode_cursor(cursor) if cursor else None
     statuses = status.split(",") if status else None
     page = await service.list_children(
-        db, principal, conversation_id, limit=limit, before=before, statuses=statuses
+        request.app.state.db, principal, conversation_id, limit=limit, before=before, statuses=statuses
     )
     return document_response(page)

@@ -36,7 +36,7 @@ from aurion.conversations.schemas import Conversation
 from aurion.conversations.service import decode_cursor
 from aurion.db.driver import DbDep
 from aurion.errors import DatabaseUnavailable, PayloadTooLarge
-from aurion.http import IfMatchVersions, document_response
+from aurion.http import IfMatch, document_response, if_match_versions
 from aurion.openapi import error_responses
 from aurion.settings import Settings
 
@@ -83,7 +83,7 @@ async def update_conversation(
     body: ConversationPatch,
     principal: WritePrincipal,
     db: DbDep,
-    if_match: IfMatchVersions,
+    if_match: IfMatch = None,
     children: ChildrenMode = None,
 ) -> Response:
     """Update some fields of a conversation.
@@ -106,7 +106,7 @@ async def update_conversation(
         principal,
         conversation_id,
         body,
-        if_match=if_match,
+        if_match=if_match_versions(if_match),
         cascade=children == "resolve" or settings.parent_close_policy == "cascade",
         auto_resolve=settings.auto_resolve_parent,
         max_children=settings.max_children_per_parent,
@@ -129,7 +129,7 @@ async def delete_conversation(
     conversation_id: ConversationID,
     principal: WritePrincipal,
     db: DbDep,
-    if_match: IfMatchVersions,
+    if_match: IfMatch = None,
 ) -> Response:
     """Delete a conversation (soft delete).
 
@@ -142,7 +142,7 @@ async def delete_conversation(
         db,
         principal,
         conversation_id,
-        if_match=if_match,
+        if_match=if_match_versions(if_match),
         max_children=_settings(request).max_children_per_parent,
     )
     return Response(status_code=204)
@@ -175,7 +175,7 @@ async def set_conversation_parent(
     body: ParentUpdate,
     principal: WritePrincipal,
     db: DbDep,
-    if_match: IfMatchVersions,
+    if_match: IfMatch = None,
 ) -> Response:
     """Attach a conversation to a parent, move it to another parent, or detach it.
 
@@ -205,7 +205,7 @@ async def set_conversation_parent(
         principal,
         conversation_id,
         body.parent_id,
-        if_match=if_match,
+        if_match=if_match_versions(if_match),
         max_children=_settings(request).max_children_per_parent,
     )
     return document_response(document)
