@@ -7,7 +7,8 @@ client's own share (httpx building requests and reading responses) is in the fig
 for every variant of the app, so differences between variants are the app's.
 
     .venv/bin/python -m bench.inprocess                     # this checkout, N=2000 per route
-    .venv/bin/python -m bench.inprocess --profile get       # and a cProfile top-25 of one route
+    .venv/bin/python -m bench.inprocess --profile get       # and a CPU-time cProfile of one route
+    .venv/bin/python -m bench.inprocess --client asgi       # bare ASGI calls instead of httpx
     .venv/bin/python -m bench.inprocess --compare OTHER/src --rounds 5
         # alternate runs of this checkout and of another source tree (e.g. main's, from
         # `git archive main src | tar -x -C /tmp/main`), then the medians of each
@@ -32,10 +33,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.common import CHILD_LIMIT, SCOPES, SUBJECT, WORK, WORKSPACE, log
 from bench.database import Database
@@ -56,10 +59,80 @@ BLOCK = 100  # requests of one route in a row
 # Where the access log goes: formatted as in production, written nowhere.
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
 
-Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
 
 
-async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+class AsgiClient:
+    """The least a client can do (``--client asgi``): one ASGI call per request, no HTTP
+    model. httpx's share of this process's CPU is not constant (more for an app that awaits
+    a database than for the bare app), so "app µs" with httpx is an estimate; with this
+    client, "python µs" is the app's own cost, near enough."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def get(self, url: str, *, headers: dict[str, str]) -> Answer:
+        return await self.request("GET", url, None, headers)
+
+    async def post(self, url: str, *, json: Any, headers: dict[str, str]) -> Answer:
+        return await self.request("POST", url, json, headers)
+
+    async def request(self, method: str, url: str, json: Any, headers: dict[str, str]) -> Answer:
+        body = orjson.dumps(json) if json is not None else b""
+        raw = [(b"host", b"bench")]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if json is not None:
+            raw += [(b"content-type", b"application/json")]
+            raw += [(b"content-length", str(len(body)).encode())]
+        path, _, query = url.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": raw,
+            "server": ("bench", 80),
+            "client": ("127.0.0.1", 40000),
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status = 0
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        return Answer(status, b"".join(chunks))
+
+
+Client = httpx.AsyncClient | AsgiClient
+Request = Callable[[Client, int], Awaitable[httpx.Response | Answer]]
+
+
+async def _bare_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     """Reads the request and answers a fixed body the size of a child conversation's."""
     while (await receive()).get("more_body"):
         pass
@@ -68,9 +141,7 @@ async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b" " * 2600})
 
 
-def _requests(
-    parents: list[str], token: str, bare: httpx.AsyncClient
-) -> dict[str, tuple[Request, int]]:
+def _requests(parents: list[str], token: str, bare: Client) -> dict[str, tuple[Request, int]]:
     """Each route: a function sending its i-th request, and the status it must answer."""
     auth = {"Authorization": f"Bearer {token}"}
 
@@ -80,29 +151,29 @@ def _requests(
     def parent(i: int) -> str:
         return parents[i % len(parents)]
 
-    async def child(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def child(c: Client, i: int) -> httpx.Response | Answer:
         url = f"/api/v2/conversations/{parent(i)}/children"
         return await c.post(url, json={"subject": SUBJECT}, headers=fresh_key())
 
-    async def batch(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def batch(c: Client, i: int) -> httpx.Response | Answer:
         body = {"children": [{"subject": f"{SUBJECT} {n}"} for n in range(BATCH_SIZE)]}
         url = f"/api/v2/conversations/{parent(i)}/children/batch"
         return await c.post(url, json=body, headers=fresh_key())
 
-    async def get(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def get(c: Client, i: int) -> httpx.Response | Answer:
         return await c.get(f"/api/v2/conversations/{parent(i)}", headers=auth)
 
-    async def children(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def children(c: Client, i: int) -> httpx.Response | Answer:
         return await c.get(f"/api/v2/conversations/{parent(i)}/children", headers=auth)
 
-    async def create(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def create(c: Client, i: int) -> httpx.Response | Answer:
         body = {"subject": SUBJECT, "tags": ["vip"], "priority": "high"}
         return await c.post("/api/v2/conversations", json=body, headers=fresh_key())
 
-    async def healthz(c: httpx.AsyncClient, i: int) -> httpx.Response:
-        return await c.get("/healthz")
+    async def healthz(c: Client, i: int) -> httpx.Response | Answer:
+        return await c.get("/healthz", headers={})
 
-    async def client_only(c: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def client_only(c: Client, i: int) -> httpx.Response | Answer:
         return await child(bare, i)
 
     return {
@@ -117,8 +188,15 @@ def _requests(
 
 
 async def _measure(
-    db: Database, parents: list[str], routes: list[str], n: int, warmup: int, profile: str | None
+    db: Database, parents: list[str], args: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
+    routes, n, warmup, profile, client_kind = (
+        args.routes,
+        args.n,
+        args.warmup,
+        args.profile,
+        args.client,
+    )
     # Imported here: --compare runs this module with another source tree first on sys.path.
     from aurion.app import create_app
     from aurion.auth.tokens import mint_token
@@ -148,9 +226,11 @@ async def _measure(
         transport = httpx.ASGITransport(app=app)
         bare_transport = httpx.ASGITransport(app=_bare_app)
         async with (
-            httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-            httpx.AsyncClient(transport=bare_transport, base_url="http://bench") as bare,
+            httpx.AsyncClient(transport=transport, base_url="http://bench") as httpx_client,
+            httpx.AsyncClient(transport=bare_transport, base_url="http://bench") as bare_httpx,
         ):
+            client: Client = httpx_client if client_kind == "httpx" else AsgiClient(app)
+            bare: Client = bare_httpx if client_kind == "httpx" else AsgiClient(_bare_app)
             requests = _requests(parents, token, bare)
             for route in routes:
                 send, expected = requests[route]
@@ -162,7 +242,7 @@ async def _measure(
             blocks: dict[str, list[float]] = {route: [] for route in routes}
             pg_seconds = dict.fromkeys(routes, 0.0)
             walls = dict.fromkeys(routes, 0.0)
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
             sent = warmup
             for _ in range(max(1, n // BLOCK)):
                 for route in routes:
@@ -248,7 +328,7 @@ def _alternate(
         for name in order:
             env = {**os.environ, "PYTHONPATH": variants[name]}
             argv = [sys.executable, "-m", "bench.inprocess", "--json", "-n", str(args.n)]
-            argv += ["--routes", ",".join(args.routes)]
+            argv += ["--routes", ",".join(args.routes), "--client", args.client]
             out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs[name].append(result)
@@ -268,6 +348,12 @@ def main() -> None:
     parser.add_argument("--compare", metavar="SRC", help="another source tree to alternate with")
     parser.add_argument("--rounds", type=int, default=5, help="--compare: rounds")
     parser.add_argument("--json", action="store_true", help="one JSON line (for --compare)")
+    parser.add_argument(
+        "--client",
+        choices=("httpx", "asgi"),
+        default="httpx",
+        help="httpx.AsyncClient on httpx.ASGITransport, or bare ASGI calls (AsgiClient)",
+    )
     args = parser.parse_args()
     if args.compare:
         _compare(args)
@@ -279,7 +365,7 @@ def main() -> None:
         parents = db.new_parents(run, PARENTS)
         db.add_messages(run, MESSAGES_PER_PARENT)
         db.settle()
-        measured = _measure(db, parents, args.routes, args.n, args.warmup, args.profile)
+        measured = _measure(db, parents, args)
         results = asyncio.run(measured)
     finally:
         db.cluster.drop_database(db.name)
