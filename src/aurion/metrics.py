@@ -71,6 +71,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # The children of the two metrics for each (method, route, status) seen.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._state = app_state
         if self.multiprocess:
@@ -83,9 +85,17 @@ class Metrics:
             self.registry.register(_PoolCollector(app_state))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            # labels() takes a lock and validates the labels on every call: once per series.
+            labels = (method, route, str(status))
+            series = self._series[key] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         if self.multiprocess:
             self._refresh_pool()
 

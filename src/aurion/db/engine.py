@@ -132,8 +132,11 @@ class ConnectionQueue:
         Connection layer (execution options, events, autobegin) that the request path's
         statements do not use: about 250 µs of CPU less per request (profiled). A connection
         that broke in use is invalidated, so the pool replaces it."""
-        async with asyncio.timeout(self._timeout):
-            await self._slots.acquire()
+        if self._slots.locked():
+            async with asyncio.timeout(self._timeout):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()  # a free slot: taken at once, no timer to set
         try:
             try:
                 fairy = await greenlet_spawn(self._pool.connect)
