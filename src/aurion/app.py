@@ -106,11 +106,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)
-    install_docs(app)
+    # The API's routes first: a request is matched against the routes in order (the docs'
+    # five routes before them cost every API request about 25 µs of CPU, bench/inprocess.py).
     app.include_router(conversations_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(lifecycle_router)
+    install_docs(app)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"], operation_id="healthz", include_in_schema=False)
