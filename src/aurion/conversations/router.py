@@ -2,6 +2,10 @@
 
 Each write is one statement that commits on its own (see repository.py): there is no commit
 to make here, and nothing to roll back on a refusal.
+
+These are the hot routes: each has one dependency (the principal); the database is
+``request.app.state.db`` and If-Match a header parameter parsed here, since FastAPI spends about
+40 µs of CPU per request on each dependency it solves (bench/inprocess.py).
 """
 
 from __future__ import annotations
@@ -302,7 +306,8 @@ async def list_child_conversations(
     """
     before = service.decode_cursor(cursor) if cursor else None
     statuses = status.split(",") if status else None
+    db = request.app.state.db
     page = await service.list_children(
-        request.app.state.db, principal, conversation_id, limit=limit, before=before, statuses=statuses
+        db, principal, conversation_id, limit=limit, before=before, statuses=statuses
     )
     return document_response(page)
