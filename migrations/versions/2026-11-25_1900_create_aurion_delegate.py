@@ -21,6 +21,10 @@ the service to raise: an error that crossed from the worker would make Citus clo
 connection to the worker, and the next statement pay for a new one (about 40 ms, measured).
 ``lock_timeout`` is set here because Citus does not pass the coordinator's on to the worker.
 
+Each statement is prepared in the worker's session (per statement and shard; at most 64, then
+they are all deallocated): planning the longest statements, about 16 KiB of SQL, took most of
+the time of a call otherwise (a child creation: 6.9 ms a call, 2.7 ms prepared, measured).
+
 Revision ID: 0006_delegate
 Revises: 0005_webhooks
 Create Date: 2026-11-25 19:00:00+00:00
@@ -43,10 +47,12 @@ CREATE OR REPLACE FUNCTION aurion_delegate(
 )
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    max_prepared constant integer := 64;
     result record;
     results json[] := '{}';
     t text;
     shard text;
+    prepared text;
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout_ms::text, true);
     FOREACH t IN ARRAY tables LOOP
@@ -56,8 +62,19 @@ BEGIN
         END IF;
         statement := replace(statement, format('"@%s"', t), shard);
     END LOOP;
+    -- Planned once per session, statement and shard; a bounded number of them.
+    prepared := 'aurion_' || md5(statement);
+    IF NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = prepared) THEN
+        IF (SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'aurion\\_%')
+                >= max_prepared THEN
+            FOR t IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'aurion\\_%' LOOP
+                EXECUTE format('DEALLOCATE %I', t);
+            END LOOP;
+        END IF;
+        EXECUTE format('PREPARE %I(text[]) AS %s', prepared, statement);
+    END IF;
     BEGIN
-        FOR result IN EXECUTE statement USING args LOOP
+        FOR result IN EXECUTE format('EXECUTE %I(%L)', prepared, args) LOOP
             results := results || row_to_json(result);
         END LOOP;
     EXCEPTION WHEN OTHERS THEN

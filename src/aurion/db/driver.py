@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any
+from weakref import WeakSet
 
 import asyncpg
 from fastapi import Depends, Request
@@ -30,7 +31,7 @@ from aurion.db.engine import ConnectionQueue
 # What ``aurion_refuse(code, detail)`` raises (migration 0003): a statement refusing the request.
 REFUSED_SQLSTATE = "AUR01"
 # Every statement that a Citus cluster runs through aurion_delegate: described at start-up.
-DELEGABLE: list[Statement] = []
+DELEGABLE: WeakSet[Statement] = WeakSet()
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -41,7 +42,7 @@ class Statement:
     the public object) without renumbering positional parameters by hand.
     """
 
-    __slots__ = ("delegable", "names", "sql", "template")
+    __slots__ = ("__weakref__", "delegable", "names", "sql", "template")
 
     def __init__(self, sql: str) -> None:
         self.template = sql
@@ -58,7 +59,7 @@ class Statement:
         # On Citus, sent through aurion_delegate (aurion.db.delegation).
         self.delegable = "workspace_id" in self.names and wants_delegation(sql)
         if self.delegable:
-            DELEGABLE.append(self)
+            DELEGABLE.add(self)
 
     def render(self, placeholder: Callable[[int], str]) -> str:
         """The SQL with parameter ``n`` (1-based, as in ``sql``) written as ``placeholder(n)``."""
@@ -148,7 +149,7 @@ class Db:
             assert self._lock_timeout_ms is not None
             delegation = Delegation(self._lock_timeout_ms)
             # Each statement's form for the call, learnt now: a request sends one statement.
-            for statement in DELEGABLE:
+            for statement in list(DELEGABLE):
                 await delegation.describe(connection, statement)
             self._delegation = delegation
         self._probed = True
