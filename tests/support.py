@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from aurion.app import create_app
 from aurion.settings import Settings
@@ -239,6 +240,9 @@ async def traced_client(
             dbapi_connection.driver_connection.add_query_logger(
                 lambda query: sent.append(query.query)
             )
+
+        # The connection of the start-up's probe (aurion.db.driver) predates the logger.
+        await greenlet_spawn(app.state.engine.sync_engine.pool.dispose)
 
         async with asgi_client(app, "http://t") as client:
             yield client, sent

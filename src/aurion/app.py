@@ -67,9 +67,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = DatabaseLocation(settings).url()
         app.state.engine = create_engine(settings, url)
         app.state.db = Db(
-            queue=ConnectionQueue(app.state.engine, settings), pgbouncer=settings.db_pgbouncer
+            queue=ConnectionQueue(app.state.engine, settings),
+            pgbouncer=settings.db_pgbouncer,
+            lock_timeout_ms=settings.db_lock_timeout_ms,
         )
         app.state.database_url = url
+        try:
+            await app.state.db.probe()
+        except Exception as exc:  # the database is down: the first statement probes instead
+            if not is_database_unavailable(exc):
+                raise
+            logger.warning("database unavailable at start-up: %s", type(exc).__name__)
         purger = None
         if settings.idempotency_purge_interval_seconds:
             purger = asyncio.create_task(

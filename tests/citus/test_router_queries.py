@@ -5,7 +5,9 @@ on the database (harness/citus.py), so any statement that would run on more than
 fails the test that sent it. And here, every statement captured while a scenario reaches each
 endpoint, refusal and idempotent replay (the one of tests/scaling/test_distribution_ready.py)
 is planned by the coordinator (EXPLAIN, with the captured parameters): each distributed part
-of the plan must be one task, with no sub-plan run through the coordinator first.
+of the plan must be one task, with no sub-plan run through the coordinator first. The writes
+(INSERT in a CTE, which Citus does not route) must go as calls of ``aurion_delegate``: one
+task, on the worker of the workspace, where the statement names only that worker's shards.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import pytest
 from fastapi import FastAPI
 
+from aurion.db.delegation import TABLE_REFERENCE
 from tests.scaling.test_distribution_ready import _exercise_the_api, traced_app
 from tests.support import TokenFactory
 
 __all__ = ["traced_app"]  # the fixture, shared with the plain-PostgreSQL check
 
-# A data-modifying CTE that inserts: the one construct of the service Citus cannot route.
+# A data-modifying CTE that inserts: the one construct of the service Citus cannot route, sent
+# through aurion_delegate instead (aurion.db.delegation).
 INSERT_IN_CTE = re.compile(r"\bAS \(\s*INSERT INTO\b", re.IGNORECASE)
+DELEGATE_CALL = "FROM aurion_delegate("
 
 
 def _distributed_parts(node: Any) -> Iterator[dict[str, Any]]:
@@ -61,27 +65,35 @@ async def test_every_statement_is_a_single_shard_router_query(
     app, sent = traced_app
     await _exercise_the_api(app, token_for, workspace)
     checked: set[str] = set()
+    touched: set[str] = set()
+    delegated: set[str] = set()
     problems: list[str] = []
-    known: list[str] = []
     for statement, params in sent:
-        if statement in checked or not any(t in statement for t in distributed_tables):
-            continue
-        checked.add(statement)
         many = isinstance(params, list) and params and isinstance(params[0], tuple | list)
-        args = params[0] if many else (params or ())
+        args: Any = params[0] if many else (params or ())
+        if DELEGATE_CALL in statement:
+            # A write: the call goes to the workspace's worker, where the statement (args[3])
+            # runs on the shards it names as "@table" (args[2]), and on nothing else.
+            tables, inner = args[2], args[3]
+            left = {m.group(3) for m in TABLE_REFERENCE.finditer(inner)} & set(distributed_tables)
+            if left:
+                problems.append(f"delegated, yet names {left} as such: {inner[:100]}")
+            touched |= set(tables)
+            delegated.add(inner)
+        elif statement in checked or not any(t in statement for t in distributed_tables):
+            continue
+        else:
+            touched |= {t for t in distributed_tables if t in statement}
+            if INSERT_IN_CTE.search(statement):
+                problems.append(f"not delegated: {' '.join(statement.split())[:100]}")
+        checked.add(statement)
         plan = json.loads(await coordinator.fetchval("EXPLAIN (FORMAT JSON) " + statement, *args))
         why = _shape(statement, plan)
         if why:
-            found = f"{why}: {' '.join(statement.split())[:100]}"
-            (known if INSERT_IN_CTE.search(statement) else problems).append(found)
-    # Not vacuous: the scenario's statements (as in test_distribution_ready) touched every table.
+            problems.append(f"{why}: {' '.join(statement.split())[:100]}")
+    # Not vacuous: the scenario's statements (as in test_distribution_ready) touched every
+    # table, and its writes went through aurion_delegate (creations, replays, refusals).
     assert len(checked) >= 6, checked
-    assert {t for s in checked for t in distributed_tables if t in s} == set(distributed_tables)
+    assert len(delegated) >= 3, delegated
+    assert touched == set(distributed_tables)
     assert not problems, "\n".join(problems)
-    if known:
-        pytest.xfail(
-            f"{len(known)} write statements have INSERT in a CTE, which Citus 14 does not "
-            "route to one shard ('only SELECT, UPDATE, or DELETE common table expressions may "
-            "be router planned', multi_router_planner.c): each runs as sub-plans through the "
-            "coordinator (docs/scaling.md, section 4):\n" + "\n".join(known)
-        )

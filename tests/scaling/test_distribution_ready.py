@@ -22,6 +22,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlalchemy.util import greenlet_spawn
 
 from aurion.auth.principal import ALL_SCOPES
 from aurion.db.engine import async_url
@@ -109,6 +110,9 @@ async def traced_app(database_url: str) -> AsyncIterator[tuple[FastAPI, list[tup
             dbapi_connection.driver_connection.add_query_logger(
                 lambda query: sent.append((query.query, query.args))
             )
+
+        # The connection of the start-up's probe (aurion.db.driver) predates the logger.
+        await greenlet_spawn(app.state.engine.sync_engine.pool.dispose)
 
         yield app, sent
 

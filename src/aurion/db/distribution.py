@@ -9,7 +9,10 @@ workspaces: it becomes a reference table (copied to every node); there is none t
 
 Two more things the service needs on Citus, also done here:
 
-* The schema's own functions (``aurion_refuse``, which the write statements call) are
+* ``aurion_delegate`` becomes a function distributed by its workspace argument, with
+  ``force_delegation``: the service then runs each write statement on the worker that holds
+  the workspace, in one hop (``aurion.db.delegation``).
+* The schema's other functions (``aurion_refuse``, which the write statements call) are
   propagated to every node, so a statement that runs on a worker finds them.
 * The database shows shards in the catalogue to sessions named ``aurion`` (the service's
   ``application_name``). By default Citus hides them by adding a filter to every query of
@@ -26,6 +29,8 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aurion.db.base import Base
+from aurion.db.delegation import DELEGATED_SQL
+from aurion.db.delegation import FUNCTION as DELEGATE_FUNCTION
 from aurion.models import load_all_models
 
 DISTRIBUTION_COLUMN = "workspace_id"
@@ -59,6 +64,11 @@ WHERE p.pronamespace = 'public'::regnamespace
 ORDER BY 1
 """
 DISTRIBUTE_FUNCTION_SQL = "SELECT create_distributed_function($1::regprocedure)"
+# aurion_delegate (aurion.db.delegation): a call runs on the worker holding its workspace.
+DELEGATE_SQL = (
+    "SELECT create_distributed_function($1::regprocedure, 'workspace', "
+    "colocate_with => $2::text, force_delegation => true)"
+)
 
 APPLICATION_NAME = "aurion"
 SHOW_SHARDS_SQL = (
@@ -135,6 +145,12 @@ async def distribute(conn: AsyncConnection, shard_count: int) -> list[Outcome]:
             action = "distributed"
         await conn.commit()
         outcomes.append(Outcome(name, action, None if action == "reference" else shard_count))
+    if not (await conn.exec_driver_sql(DELEGATED_SQL)).scalar_one():
+        await conn.exec_driver_sql(DELEGATE_SQL, (DELEGATE_FUNCTION, anchor))
+        await conn.commit()
+        outcomes.append(
+            Outcome(DELEGATE_FUNCTION, "function delegated to the worker of its workspace", None)
+        )
     functions = (await conn.exec_driver_sql(LOCAL_FUNCTIONS_SQL)).scalars().all()
     for function in functions:
         await conn.exec_driver_sql(DISTRIBUTE_FUNCTION_SQL, (function,))

@@ -15,19 +15,23 @@ connection: there every statement is wrapped in an explicit transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any
+from weakref import WeakSet
 
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aurion.db.delegation import Delegation, delegation_available, wants_delegation
 from aurion.db.engine import ConnectionQueue
 
 # What ``aurion_refuse(code, detail)`` raises (migration 0003): a statement refusing the request.
 REFUSED_SQLSTATE = "AUR01"
+# Every statement that a Citus cluster runs through aurion_delegate: described at start-up.
+DELEGABLE: WeakSet[Statement] = WeakSet()
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -38,9 +42,10 @@ class Statement:
     the public object) without renumbering positional parameters by hand.
     """
 
-    __slots__ = ("names", "sql")
+    __slots__ = ("__weakref__", "delegable", "names", "sql", "template")
 
     def __init__(self, sql: str) -> None:
+        self.template = sql
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -51,6 +56,16 @@ class Statement:
 
         self.sql = _PLACEHOLDER.sub(number, sql)
         self.names = tuple(names)
+        # On Citus, sent through aurion_delegate (aurion.db.delegation).
+        self.delegable = "workspace_id" in self.names and wants_delegation(sql)
+        if self.delegable:
+            DELEGABLE.add(self)
+
+    def render(self, placeholder: Callable[[int], str]) -> str:
+        """The SQL with parameter ``n`` (1-based, as in ``sql``) written as ``placeholder(n)``."""
+        return _PLACEHOLDER.sub(
+            lambda match: placeholder(self.names.index(match.group(1)) + 1), self.template
+        )
 
     def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(values[name] for name in self.names)
@@ -65,15 +80,29 @@ class Refused(Exception):
         self.detail = detail
 
 
-async def _run(
-    connection: asyncpg.Connection, statement: Statement, values: Mapping[str, Any], wrap: bool
+async def _fetch(
+    connection: asyncpg.Connection,
+    statement: Statement,
+    values: Mapping[str, Any],
+    delegation: Delegation | None,
 ) -> list[asyncpg.Record]:
-    args = statement.args(values)
+    if delegation is not None and statement.delegable:
+        return await delegation.fetch(connection, statement, values)
+    return list(await connection.fetch(statement.sql, *statement.args(values)))
+
+
+async def _run(
+    connection: asyncpg.Connection,
+    statement: Statement,
+    values: Mapping[str, Any],
+    wrap: bool,
+    delegation: Delegation | None = None,
+) -> list[asyncpg.Record]:
     try:
         if wrap and not connection.is_in_transaction():
             async with connection.transaction():
-                return list(await connection.fetch(statement.sql, *args))
-        return list(await connection.fetch(statement.sql, *args))
+                return await _fetch(connection, statement, values, delegation)
+        return await _fetch(connection, statement, values, delegation)
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == REFUSED_SQLSTATE:
             raise Refused(exc.message, exc.detail or "") from None
@@ -95,11 +124,35 @@ class Db:
         queue: ConnectionQueue | None = None,
         connection: asyncpg.Connection | None = None,
         pgbouncer: bool = False,
+        lock_timeout_ms: int | None = None,
     ) -> None:
         self._queue = queue
         self._connection = connection
         self._wrap = pgbouncer
         self._bound: ContextVar[asyncpg.Connection | None] = ContextVar("bound", default=None)
+        # Whether writes go through aurion_delegate (Citus) is learnt on the first statement.
+        self._lock_timeout_ms = lock_timeout_ms
+        self._delegation: Delegation | None = None
+        self._probed = lock_timeout_ms is None
+
+    async def probe(self) -> None:
+        """Learn whether writes go through ``aurion_delegate`` (a Citus cluster), now rather
+        than on the first statement (the application's start-up does)."""
+        if self._probed:
+            return
+        assert self._queue is not None
+        async with self._queue.driver() as connection:
+            await self._probe(connection)
+
+    async def _probe(self, connection: asyncpg.Connection) -> None:
+        if await delegation_available(connection):
+            assert self._lock_timeout_ms is not None
+            delegation = Delegation(self._lock_timeout_ms)
+            # Each statement's form for the call, learnt now: a request sends one statement.
+            for statement in list(DELEGABLE):
+                await delegation.describe(connection, statement)
+            self._delegation = delegation
+        self._probed = True
 
     async def fetchrow(
         self, statement: Statement, values: Mapping[str, Any]
@@ -111,10 +164,14 @@ class Db:
         """The statement's rows; ``Refused`` if it called ``aurion_refuse``."""
         connection = self._connection or self._bound.get()
         if connection is not None:
-            return await _run(connection, statement, values, self._wrap)
+            if not self._probed:
+                await self._probe(connection)
+            return await _run(connection, statement, values, self._wrap, self._delegation)
         assert self._queue is not None
         async with self._queue.driver() as borrowed:
-            return await _run(borrowed, statement, values, self._wrap)
+            if not self._probed:
+                await self._probe(borrowed)
+            return await _run(borrowed, statement, values, self._wrap, self._delegation)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

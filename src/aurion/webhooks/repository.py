@@ -49,7 +49,7 @@ def delivery_json_sql(alias: str) -> str:
 # Rendered from the RETURNING row in the outer query: Citus allows only immutable functions in
 # a RETURNING clause (to_char is stable).
 CREATE = Statement(f"""
-WITH webhooks AS (
+WITH created AS (
     INSERT INTO webhooks (
         workspace_id, id, url, types, description, secret, created_at, cursor_txid, cursor_id
     )
@@ -59,8 +59,8 @@ WITH webhooks AS (
     )
     RETURNING *
 )
-SELECT convert_to(({webhook_json_sql("webhooks", secret=True)})::text, 'UTF8') AS body
-FROM webhooks
+SELECT convert_to(({webhook_json_sql("created", secret=True)})::text, 'UTF8') AS body
+FROM created
 """)
 
 LIST = Statement(f"""

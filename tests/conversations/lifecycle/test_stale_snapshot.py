@@ -33,10 +33,13 @@ async def _lock(conn: AsyncConnection, workspace: str, *ids: str) -> None:
 
 async def _wait_for_a_lock_wait(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
+        # On Citus the statement waits on the worker of its workspace: the cluster's view.
+        citus = (await conn.execute(text("SELECT to_regclass('citus_stat_activity')"))).scalar()
+        activity = "citus_stat_activity" if citus else "pg_stat_activity"
         for _ in range(200):
             waiting = await conn.execute(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity "
+                    f"SELECT count(*) FROM {activity} "
                     "WHERE wait_event_type = 'Lock' AND query LIKE '%snap AS%'"
                 )
             )

@@ -1,0 +1,196 @@
+"""On Citus, each write statement runs on the worker that holds its workspace, in one hop.
+
+Citus 14 routes a statement to the single shard it touches, except one whose CTEs insert ("only
+SELECT, UPDATE, or DELETE common table expressions may be router planned"): every write of the
+API is such a statement (the key, the child, the activities, the event, the response), so the
+coordinator would run it as several sub-plans, each a round trip to the worker, while the
+parent's row lock is held there: about 39 ms a child instead of 7, and a burst on one parent
+queued into 503s (docs/scaling.md).
+
+So on a cluster where ``aurion db distribute`` has made ``aurion_delegate`` (migration 0006) a
+distributed function, by workspace and with ``force_delegation``, the request path sends each
+such statement as a call of it: ``SELECT <the statement's columns>, <error columns> FROM
+aurion_delegate(workspace, lock_timeout_ms, statement, args)``. The coordinator passes the
+whole query to the worker holding the workspace's shards, which runs the statement there,
+locally and in one transaction. The statement is the same text as on plain PostgreSQL, with
+each ``:name`` written as ``($1[n])::type``: its arguments travel as text, cast back to the
+types PostgreSQL infers for the statement; its rows come back as JSON, each column cast back
+to its type in the select list. Both are learnt once per process and statement from a
+description of the statement (one prepare). An error of the statement (a refusal) comes back
+as a row, and is raised here as the error it was.
+
+Statements without an INSERT are routed by Citus as they are, and are sent unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from aurion.db.driver import Statement
+
+FUNCTION = "aurion_delegate(text,integer,text[],text,text[])"
+HAS_CITUS_SQL = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+# Whether `aurion db distribute` has made the function delegated, by its first argument.
+DELEGATED_SQL = f"""
+SELECT EXISTS (
+    SELECT 1 FROM pg_dist_object
+    WHERE classid = 'pg_proc'::regclass AND objid = to_regprocedure('{FUNCTION}')
+      AND distribution_argument_index = 0 AND force_delegation
+)
+"""
+TYPE_NAMES_SQL = (
+    "SELECT format_type(t, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS u(t, n) ORDER BY n"
+)
+CALL_SQL = (
+    "SELECT {columns}, error_code, error_message, error_detail, error_context "
+    "FROM aurion_delegate($1, $2, $3, $4, $5)"
+)
+# Where a statement names a table (or a CTE, or a function: the database tells them apart).
+TABLE_REFERENCE = re.compile(r"\b(FROM|JOIN|INTO|UPDATE)(\s+)([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
+_CTE_NAME = re.compile(r"\b([a-z_][a-z0-9_]*)\s+AS\s+(?:(?:NOT\s+)?MATERIALIZED\s+)?\(", re.I)
+_NEXT_WORD = re.compile(r"\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
+# Words that may follow a table's name when it has no alias.
+_NOT_AN_ALIAS = frozenset(
+    "WHERE SET ON USING JOIN LEFT RIGHT INNER FULL CROSS NATURAL ORDER GROUP HAVING LIMIT "
+    "OFFSET FETCH FOR RETURNING VALUES SELECT DEFAULT OVERRIDING UNION EXCEPT INTERSECT WINDOW "
+    "AND OR WITH TABLESAMPLE".split()
+)
+DISTRIBUTED_TABLES_SQL = """
+SELECT t FROM unnest($1::text[]) AS t
+WHERE EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(t))
+"""
+INSERTS = re.compile(r"\bINSERT\s+INTO\b", re.IGNORECASE)
+
+
+def wants_delegation(sql: str) -> bool:
+    """A statement Citus would not route to one shard: it inserts (in a CTE)."""
+    return INSERTS.search(sql) is not None
+
+
+async def delegation_available(connection: asyncpg.Connection) -> bool:
+    """True on a Citus cluster whose ``aurion_delegate`` is delegated by workspace."""
+    if not await connection.fetchval(HAS_CITUS_SQL):
+        return False
+    return bool(await connection.fetchval(DELEGATED_SQL))
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    call: str  # the call, the statement's columns read from the JSON rows
+    tables: list[str]  # the distributed tables the statement names
+    inner: str  # the statement: its tables as "@name", its parameters read from $1 (text[])
+
+
+class Delegation:
+    """Sends statements through ``aurion_delegate``; one per process (its forms are cached)."""
+
+    def __init__(self, lock_timeout_ms: int) -> None:
+        self.lock_timeout_ms = lock_timeout_ms
+        self._forms: dict[Statement, _Form] = {}
+
+    async def describe(self, connection: asyncpg.Connection, statement: Statement) -> _Form:
+        """How ``statement`` is sent: learnt from its description (once per process)."""
+        form = self._forms[statement] = await _describe(connection, statement)
+        return form
+
+    async def fetch(
+        self, connection: asyncpg.Connection, statement: Statement, values: Mapping[str, Any]
+    ) -> list[asyncpg.Record]:
+        """The rows of ``statement``, run on its workspace's worker; its error, raised here."""
+        form = self._forms.get(statement) or await self.describe(connection, statement)
+        args = [_as_text(value) for value in statement.args(values)]
+        rows: list[asyncpg.Record] = await connection.fetch(
+            form.call, values["workspace_id"], self.lock_timeout_ms, form.tables, form.inner, args
+        )
+        if rows and rows[0]["error_code"] is not None:
+            error = rows[0]
+            raise asyncpg.PostgresError.new(
+                {
+                    "C": error["error_code"],
+                    "M": error["error_message"],
+                    "D": error["error_detail"] or "",
+                    "W": error["error_context"] or "",
+                },
+                query=statement.sql,
+            )
+        return rows
+
+
+async def _describe(connection: asyncpg.Connection, statement: Statement) -> _Form:
+    prepared = await connection.prepare(statement.sql)
+    parameters = [t.oid for t in prepared.get_parameters()]
+    attributes = prepared.get_attributes()
+    names = await connection.fetch(TYPE_NAMES_SQL, parameters + [a.type.oid for a in attributes])
+    types = [row[0] for row in names]
+    columns = ", ".join(
+        _column(a.name, type_name)
+        for a, type_name in zip(attributes, types[len(parameters) :], strict=True)
+    )
+    inner = statement.render(lambda n: f"($1[{n}])::{types[n - 1]}")
+    named = sorted({match.group(3) for match in TABLE_REFERENCE.finditer(inner)})
+    tables = [row[0] for row in await connection.fetch(DISTRIBUTED_TABLES_SQL, named)]
+    shadowed = {m.group(1) for m in _CTE_NAME.finditer(inner)} & set(tables)
+    if shadowed:  # "FROM name" would be ambiguous here: the CTE, or the table's shard?
+        raise ValueError(f"a CTE of the statement is named like the table {shadowed.pop()}")
+
+    def shard(match: re.Match[str]) -> str:
+        keyword, space, table = match.groups()
+        if table not in tables:
+            return match.group(0)
+        following = _NEXT_WORD.match(inner, match.end())
+        word = following.group(1).upper() if following else ""
+        # Without an alias of its own, the shard keeps the table's name for the statement.
+        alias = "" if word == "AS" or (word and word not in _NOT_AN_ALIAS) else f" AS {table}"
+        return f'{keyword}{space}"@{table}"{alias}'
+
+    inner = TABLE_REFERENCE.sub(shard, inner)
+    return _Form(call=CALL_SQL.format(columns=columns), tables=tables, inner=inner)
+
+
+def _column(name: str, type_name: str) -> str:
+    """The select-list entry that reads column ``name`` back from the row's JSON."""
+    quoted = '"' + name.replace('"', '""') + '"'
+    literal = "'" + name.replace("'", "''") + "'"
+    if type_name == "json":  # the value's own text, as PostgreSQL rendered it
+        return f"result_row -> {literal} AS {quoted}"
+    if type_name.endswith("]"):
+        raise TypeError(f"column {name}: an array does not come back from JSON by a cast")
+    # The scalar's JSON text is its text form (bytea as \x hex, times in ISO 8601).
+    return f"(result_row ->> {literal})::{type_name} AS {quoted}"
+
+
+def _as_text(value: Any) -> str | None:
+    """A parameter in PostgreSQL's text form (cast back to its type by the statement)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, UUID)):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_element(item) for item in value) + "}"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    raise TypeError(f"no text form for a {type(value).__name__} parameter")
+
+
+def _array_element(value: Any) -> str:
+    text = _as_text(value)
+    if text is None:
+        return "NULL"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
