@@ -42,8 +42,7 @@ test: install test-deps
 # Tests that fail on Citus for a known, documented reason run and are reported as XFAIL
 # (harness/pytest_citus.py lists them, with the reason).
 CITUS_SRC ?=
-CITUS_TESTS := tests/citus tests/conversations tests/idempotency tests/events \
-  tests/webhooks/test_webhooks.py \
+CITUS_TESTS := tests/citus tests/conversations tests/idempotency tests/events tests/webhooks \
   tests/reliability/test_concurrency.py tests/security/test_token_matrix.py \
   --deselect tests/idempotency/test_idempotency_key.py::TestExpiry::test_purge_deletes_only_expired_keys
 test-citus: install

@@ -1,25 +1,32 @@
-"""On Citus, each write statement runs on the worker that holds its workspace, in one hop.
+"""On Citus, each statement of a workspace runs on the worker that holds it, in one hop.
 
 Citus 14 routes a statement to the single shard it touches, except one whose CTEs insert ("only
 SELECT, UPDATE, or DELETE common table expressions may be router planned"): every write of the
 API is such a statement (the key, the child, the activities, the event, the response), so the
-coordinator would run it as several sub-plans, each a round trip to the worker, while the
-parent's row lock is held there: about 39 ms a child instead of 7, and a burst on one parent
-queued into 503s (docs/scaling.md).
+coordinator ran it as several sub-plans, each a round trip to the worker, while the parent's
+row lock was held there: 39 ms a child, and a burst on one parent queued into 503s.
 
 So on a cluster where ``aurion db distribute`` has made ``aurion_delegate`` (migration 0006) a
 distributed function, by workspace and with ``force_delegation``, the request path sends each
-such statement as a call of it: ``SELECT <the statement's columns>, <error columns> FROM
-aurion_delegate(workspace, lock_timeout_ms, statement, args)``. The coordinator passes the
-whole query to the worker holding the workspace's shards, which runs the statement there,
-locally and in one transaction. The statement is the same text as on plain PostgreSQL, with
-each ``:name`` written as ``($1[n])::type``: its arguments travel as text, cast back to the
-types PostgreSQL infers for the statement; its rows come back as JSON, each column cast back
-to its type in the select list. Both are learnt once per process and statement from a
-description of the statement (one prepare). An error of the statement (a refusal) comes back
-as a row, and is raised here as the error it was.
+statement of one workspace (one with a ``:workspace_id`` parameter) as a call of it:
 
-Statements without an INSERT are routed by Citus as they are, and are sent unchanged.
+    SELECT <the statement's columns, read back from JSON>, error_code, ...
+    FROM aurion_delegate(workspace, lock_timeout_ms, tables, statement, args)
+
+* The coordinator passes the whole query to the worker holding the workspace's shards.
+* There the statement, the same SQL as on plain PostgreSQL, runs on that worker's shards of
+  the tables it names (written ``"@table"`` here; the function puts the shard's name in): as
+  plain PostgreSQL, one snapshot, one transaction, and its plan prepared once per session.
+* Its parameters travel as text (``($1[n])::type``, the types PostgreSQL infers for the
+  statement), its rows as JSON cast back to their types in the select list: both learnt once
+  per process and statement from a description of it (``Db.probe`` at start-up).
+* An error of the statement (a refusal) comes back as a row, and is raised here as the error
+  it was; one that crossed from the worker would cost the next statement a new connection.
+
+Reads go the same way, though Citus would route them as they are: on the worker their plans
+are cached too (a GET, sequentially: 2.2 ms through the coordinator's router planner, 1.6 ms
+delegated; the children list 3.5 and 1.9 ms). Statements across workspaces (the webhook
+delivery loop's, the purge of expired keys) are sent as they are.
 """
 
 from __future__ import annotations
@@ -68,12 +75,6 @@ DISTRIBUTED_TABLES_SQL = """
 SELECT t FROM unnest($1::text[]) AS t
 WHERE EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(t))
 """
-INSERTS = re.compile(r"\bINSERT\s+INTO\b", re.IGNORECASE)
-
-
-def wants_delegation(sql: str) -> bool:
-    """A statement Citus would not route to one shard: it inserts (in a CTE)."""
-    return INSERTS.search(sql) is not None
 
 
 async def delegation_available(connection: asyncpg.Connection) -> bool:

@@ -25,7 +25,7 @@ import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aurion.db.delegation import Delegation, delegation_available, wants_delegation
+from aurion.db.delegation import Delegation, delegation_available
 from aurion.db.engine import ConnectionQueue
 
 # What ``aurion_refuse(code, detail)`` raises (migration 0003): a statement refusing the request.
@@ -56,8 +56,8 @@ class Statement:
 
         self.sql = _PLACEHOLDER.sub(number, sql)
         self.names = tuple(names)
-        # On Citus, sent through aurion_delegate (aurion.db.delegation).
-        self.delegable = "workspace_id" in self.names and wants_delegation(sql)
+        # A statement of one workspace: on Citus, sent through aurion_delegate to its worker.
+        self.delegable = "workspace_id" in self.names
         if self.delegable:
             DELEGABLE.add(self)
 
@@ -125,14 +125,16 @@ class Db:
         connection: asyncpg.Connection | None = None,
         pgbouncer: bool = False,
         lock_timeout_ms: int | None = None,
+        delegation: Delegation | None = None,
     ) -> None:
         self._queue = queue
         self._connection = connection
         self._wrap = pgbouncer
         self._bound: ContextVar[asyncpg.Connection | None] = ContextVar("bound", default=None)
         # Whether writes go through aurion_delegate (Citus) is learnt on the first statement.
+        # (or given: ``delegation``).
         self._lock_timeout_ms = lock_timeout_ms
-        self._delegation: Delegation | None = None
+        self._delegation = delegation
         self._probed = lock_timeout_ms is None
 
     async def probe(self) -> None:
@@ -190,12 +192,14 @@ class Db:
 
 
 @asynccontextmanager
-async def driver_of(conn: AsyncConnection, *, pgbouncer: bool) -> AsyncIterator[Db]:
+async def driver_of(
+    conn: AsyncConnection, *, pgbouncer: bool, delegation: Delegation | None = None
+) -> AsyncIterator[Db]:
     """A ``Db`` on the driver connection under ``conn`` (invalidated if it broke in use)."""
     fairy = await conn.get_raw_connection()
     driver: asyncpg.Connection = fairy.driver_connection
     try:
-        yield Db(connection=driver, pgbouncer=pgbouncer)
+        yield Db(connection=driver, pgbouncer=pgbouncer, delegation=delegation)
     finally:
         if driver.is_closed():
             await conn.invalidate()

@@ -34,6 +34,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook as Signer
 
+from aurion.db.delegation import Delegation, delegation_available
 from aurion.db.driver import Statement, driver_of
 from aurion.settings import Settings
 from aurion.webhooks import repository, safety
@@ -82,6 +83,9 @@ class Deliverer:
         self.settings = settings
         self.lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
         self.in_flight: set[asyncio.Task[None]] = set()
+        # A Citus cluster's: writes go through aurion_delegate (aurion.db.delegation).
+        self.delegation: Delegation | None = None
+        self._probed = False
         self.client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
@@ -90,31 +94,64 @@ class Deliverer:
 
     async def _run(self, statement: Statement, values: dict[str, Any]) -> list[Any]:
         pgbouncer = self.settings.db_pgbouncer
-        async with self.engine.connect() as conn, driver_of(conn, pgbouncer=pgbouncer) as db:
+        async with (
+            self.engine.connect() as conn,
+            driver_of(conn, pgbouncer=pgbouncer, delegation=self.delegation) as db,
+        ):
             return await db.fetch(statement, values)
 
-    async def dispatch(self) -> int:
-        """Queue first attempts for new events; how many were queued."""
+    async def _on_citus(self) -> bool:
+        """Whether the database is a Citus cluster that delegates writes (learnt once)."""
+        if not self._probed:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                if await delegation_available(raw.driver_connection):
+                    self.delegation = Delegation(self.settings.db_lock_timeout_ms)
+            self._probed = True
+        return self.delegation is not None
+
+    async def _workspaces(self) -> list[str]:
+        """The workspaces with webhooks: a statement on every shard, by design (and exempt
+        from a database's rule against those)."""
+        pgbouncer = self.settings.db_pgbouncer
+        async with (
+            self.engine.connect() as conn,
+            driver_of(conn, pgbouncer=pgbouncer) as db,
+            db.transaction(),
+        ):
+            await db.fetch(repository.ACROSS_SHARDS, {})
+            rows = await db.fetch(repository.WEBHOOK_WORKSPACES, {})
+        return [row["workspace_id"] for row in rows]
+
+    async def dispatch(self, workspace: str | None = None) -> int:
+        """Queue first attempts for new events (of ``workspace``, or all); how many."""
+        statement, values = repository.DISPATCH, {}
+        if workspace is not None:
+            statement, values = repository.DISPATCH_IN_WORKSPACE, {"workspace_id": workspace}
         queued = 0
         for _ in range(DISPATCH_ROUNDS):
             rows = await self._run(
-                repository.DISPATCH,
-                {"webhooks": DISPATCH_WEBHOOKS, "events": DISPATCH_EVENTS},
+                statement,
+                {**values, "webhooks": DISPATCH_WEBHOOKS, "events": DISPATCH_EVENTS},
             )
             queued += int(rows[0]["queued"])
             if rows[0]["webhooks"] == 0:  # no webhook had anything new
                 break
         return queued
 
-    async def claim(self) -> int:
-        """Claim due attempts (as many as free slots) and start sending them."""
+    async def claim(self, workspace: str | None = None) -> int:
+        """Claim due attempts (of ``workspace``, or all; as many as free slots) and start
+        sending them."""
         free = self.settings.webhook_concurrency - len(self.in_flight)
         if free <= 0:
             return 0
         lease_id = uuid4()
+        statement, values = repository.CLAIM, {}
+        if workspace is not None:
+            statement, values = repository.CLAIM_IN_WORKSPACE, {"workspace_id": workspace}
         rows = await self._run(
-            repository.CLAIM,
-            {"limit": free, "lease_seconds": self.lease_seconds, "lease_id": lease_id},
+            statement,
+            {**values, "limit": free, "lease_seconds": self.lease_seconds, "lease_id": lease_id},
         )
         for row in rows:
             task = asyncio.create_task(self.send(row, lease_id))
@@ -189,8 +226,14 @@ class Deliverer:
         # Given up: the lease expires and the attempt is sent again (at least once, not lost).
 
     async def poll(self) -> int:
-        """One round: dispatch, then claim; how much work it found."""
-        return await self.dispatch() + await self.claim()
+        """One round: dispatch, then claim; how much work it found. On Citus, one workspace
+        at a time (``repository``: a statement across shards cannot skip locked rows)."""
+        if not await self._on_citus():
+            return await self.dispatch() + await self.claim()
+        found = 0
+        for workspace in await self._workspaces():
+            found += await self.dispatch(workspace) + await self.claim(workspace)
+        return found
 
     async def run(self) -> None:
         """Poll until cancelled. A round that found work is followed at once by another; with

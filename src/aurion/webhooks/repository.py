@@ -1,5 +1,10 @@
 """Every query of webhooks: the API's (one statement each, filtered on the workspace) and the
-delivery worker's (across workspaces: dispatch new events, claim due attempts, record them)."""
+delivery worker's (across workspaces: dispatch new events, claim due attempts, record them).
+
+On Citus, where a statement across workspaces runs on every shard and ``SKIP LOCKED`` across
+shards is refused, the worker dispatches and claims one workspace at a time: the same
+statements, with ``AND workspace_id = :workspace_id`` (the ``*_IN_WORKSPACE`` variants), each
+on the shard of its workspace, for the workspaces ``WEBHOOK_WORKSPACES`` lists."""
 
 from __future__ import annotations
 
@@ -127,6 +132,12 @@ async def deliveries(
 
 # ------------------------------------------------------------------ the delivery worker
 
+# A delivery's id, named rather than left to the column's identity default: on Citus a write
+# runs on the workspace's shard (aurion.db.delegation), whose column has no default; the
+# sequence, on each node with a range of its own, is the same one the default would use.
+NEXT_DELIVERY_ID = "nextval(pg_get_serial_sequence('webhook_deliveries', 'id'))"
+
+
 # Turns new events into first attempts, per webhook, by the feed's gap-free order: the events
 # after the webhook's cursor and below the horizon (see events.repository.FEED for why that
 # never skips an event that commits late). The webhook rows are locked (SKIP LOCKED: another
@@ -134,11 +145,12 @@ async def deliveries(
 # the cursor moves past exactly the events read, in the statement that creates their
 # attempts: each event becomes one delivery per matching webhook, once (the unique key is a
 # second guard). Events of types a webhook does not want are passed over.
-DISPATCH = Statement(f"""
+def _dispatch_sql(in_workspace: str) -> str:
+    return f"""
 WITH hook AS (
     SELECT w.workspace_id, w.id, w.types, w.cursor_txid, w.cursor_id
     FROM webhooks w
-    WHERE EXISTS (
+    WHERE {in_workspace.format(alias="w")}EXISTS (
         SELECT 1 FROM events e
         WHERE e.workspace_id = w.workspace_id
           AND (e.txid, e.id) > (w.cursor_txid, w.cursor_id) AND e.txid < {HORIZON_SQL}
@@ -158,9 +170,10 @@ WITH hook AS (
     ) e
 ), queued AS (
     INSERT INTO webhook_deliveries (
-        workspace_id, webhook_id, event_id, attempt, status, created_at, next_attempt_at
-    )
-    SELECT p.workspace_id, p.webhook_id, p.event_id, 1, 'pending', now(), now()
+        id, workspace_id, webhook_id, event_id, attempt, status, created_at, next_attempt_at
+    ) OVERRIDING SYSTEM VALUE
+    SELECT {NEXT_DELIVERY_ID}, p.workspace_id, p.webhook_id, p.event_id, 1, 'pending', now(),
+           now()
     FROM picked p WHERE p.type = ANY(p.types)
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -174,17 +187,22 @@ WITH hook AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM queued) AS queued, (SELECT count(*) FROM moved) AS webhooks
-""")
+"""
+
+
+DISPATCH = Statement(_dispatch_sql(""))
+
 
 # Claims due attempts for this process: locked with SKIP LOCKED (rows another process is
 # claiming are skipped; once it commits, its lease keeps them out of every later claim, as
 # the lease is rechecked on the latest row version), leased, and returned with what sending
 # needs. The lease outlasts an attempt (timeout + margin); only a process that died mid-send
 # leaves one to expire, and then the attempt is sent again: at least once.
-CLAIM = Statement(f"""
+def _claim_sql(in_workspace: str) -> str:
+    return f"""
 WITH due AS (
     SELECT d.workspace_id, d.id FROM webhook_deliveries d
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+    WHERE {in_workspace.format(alias="d")}d.status = 'pending' AND d.next_attempt_at <= now()
       AND (d.leased_until IS NULL OR d.leased_until < now())
     ORDER BY d.next_attempt_at
     LIMIT :limit
@@ -200,11 +218,23 @@ SELECT c.id, c.workspace_id, c.webhook_id, c.event_id, c.attempt, w.url, w.secre
 FROM claimed c
 JOIN webhooks w ON w.workspace_id = c.workspace_id AND w.id = c.webhook_id
 JOIN events e ON e.workspace_id = c.workspace_id AND e.id = c.event_id
-""")
+"""
+
+
+CLAIM = Statement(_claim_sql(""))
+
+# The same, one workspace at a time (Citus), and the workspaces to go through.
+_IN_WORKSPACE = "{alias}.workspace_id = :workspace_id AND "
+DISPATCH_IN_WORKSPACE = Statement(_dispatch_sql(_IN_WORKSPACE))
+CLAIM_IN_WORKSPACE = Statement(_claim_sql(_IN_WORKSPACE))
+WEBHOOK_WORKSPACES = Statement("SELECT DISTINCT workspace_id FROM webhooks")
+# Before that statement, in its transaction: a database that forbids statements on several
+# shards (as `make test-citus` does, to catch any on the request path) lets this one through.
+ACROSS_SHARDS = Statement("SET LOCAL citus.multi_task_query_log_level = 'off'")
 
 # Records an attempt's outcome, if this process still holds its lease, and queues the next
 # attempt when one is due.
-RECORD = Statement("""
+RECORD = Statement(f"""
 WITH done AS (
     UPDATE webhook_deliveries d SET
         status = :status, http_status = :http_status, duration_ms = :duration_ms,
@@ -214,10 +244,10 @@ WITH done AS (
     RETURNING d.workspace_id, d.webhook_id, d.event_id, d.attempt
 ), retry AS (
     INSERT INTO webhook_deliveries (
-        workspace_id, webhook_id, event_id, attempt, status, created_at, next_attempt_at
-    )
-    SELECT done.workspace_id, done.webhook_id, done.event_id, done.attempt + 1, 'pending',
-           :attempted_at, :next_attempt_at
+        id, workspace_id, webhook_id, event_id, attempt, status, created_at, next_attempt_at
+    ) OVERRIDING SYSTEM VALUE
+    SELECT {NEXT_DELIVERY_ID}, done.workspace_id, done.webhook_id, done.event_id,
+           done.attempt + 1, 'pending', :attempted_at, :next_attempt_at
     FROM done WHERE :next_attempt_at::timestamptz IS NOT NULL
     ON CONFLICT DO NOTHING
 )
