@@ -52,8 +52,11 @@ from aurion.http import (
 )
 from aurion.idempotency.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from aurion.openapi import error_responses
+from aurion.routing import LeanRoute
 
-router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
+# LeanRoute: a fast path for the valid request, FastAPI's own handler for everything else
+# (aurion/routing.py); these five routes are the hot ones.
+router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"], route_class=LeanRoute)
 
 # OpenAPI descriptions of the headers aurion.http sends with a conversation.
 _ETAG_HEADER = {

@@ -1,0 +1,195 @@
+"""LeanRoute: FastAPI's request handler with a fast path for the valid request of a hot route.
+
+FastAPI's generic handler (``fastapi.routing.get_request_handler``) solves a route's dependency
+tree on every request: for each dependant, path, query, header and cookie parameters (parsing
+the cookies even when no parameter reads one), a dependency cache, a Response for headers set by
+dependencies, the content type parsed with ``email.message``, telemetry hooks. On the hot routes
+that is about a third of the app's CPU per request (bench/inprocess.py).
+
+A hot route's shape is simple: parameters, one JSON body, and sub-dependencies that take the
+request alone (BearerScope). For such a route the fast path below does only this:
+
+1. validate the endpoint's parameters and body with FastAPI's own functions
+   (``request_params_to_args``, ``request_body_to_args``) on the route's own ``dependant``;
+2. call each sub-dependency with the request, then the endpoint, and return its Response.
+
+Everything else is FastAPI's normal handler, run from the start on the same request (the body
+read is cached on it): any validation error (it builds the 422 and runs the dependencies first,
+so a 401 still beats a 422), a body that is not sent as exactly ``application/json`` or does not
+parse, dependency overrides, active FastAPI telemetry. Validation has no side effects, so running
+it before the dependencies on the fast path cannot be told apart from FastAPI's order. A route
+whose shape does not fit (see ``_fits``) gets the normal handler only.
+tests/conversations/test_lean_route.py sends every kind of request to an app with LeanRoute and to
+one with FastAPI's APIRoute and compares the answers byte for byte.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.params import Form
+from fastapi.routing import APIRoute, _effective_route_context_var
+from fastapi.telemetry._api import _get_request_telemetry
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+# The one content type the fast path parses; any other is left to FastAPI's own parsing.
+_JSON = "application/json"
+
+
+def _takes_request_only(dependant: Dependant) -> bool:
+    """A dependant whose only input is the Request (no parameters, no sub-dependencies)."""
+    return (
+        dependant.request_param_name is not None
+        and not dependant.dependencies
+        and not dependant.path_params
+        and not dependant.query_params
+        and not dependant.header_params
+        and not dependant.cookie_params
+        and not dependant.body_params
+        and dependant.websocket_param_name is None
+        and dependant.http_connection_param_name is None
+        and dependant.response_param_name is None
+        and dependant.background_tasks_param_name is None
+        and dependant.security_scopes_param_name is None
+    )
+
+
+def _is_async_function(call: Any) -> bool:
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+        getattr(call, "__call__", None)  # noqa: B004 (a dependency instance: async __call__)
+    )
+
+
+def _returns_response(call: Any) -> bool:
+    try:
+        returned = typing.get_type_hints(call).get("return")
+    except Exception:
+        return False
+    return isinstance(returned, type) and issubclass(returned, Response)
+
+
+def _fits(route: Any) -> bool:
+    """Whether the fast path gives exactly what FastAPI's handler gives for this route."""
+    dependant: Dependant = route.dependant
+    subs = dependant.dependencies
+    return (
+        inspect.iscoroutinefunction(dependant.call)
+        and _returns_response(dependant.call)  # returned as is: no response_model work
+        and dependant.request_param_name is not None
+        and dependant.websocket_param_name is None
+        and dependant.http_connection_param_name is None
+        and dependant.response_param_name is None
+        and dependant.background_tasks_param_name is None
+        and dependant.security_scopes_param_name is None
+        and not (route.body_field and isinstance(route.body_field.field_info, Form))
+        and not route.is_sse_stream
+        and not route.is_json_stream
+        and all(
+            _takes_request_only(sub)
+            and sub.name is not None
+            and sub.concurrency is None
+            and _is_async_function(sub.call)
+            for sub in subs
+        )
+        # Distinct calls: FastAPI would call a repeated dependency once (its cache).
+        and len({id(sub.call) for sub in subs}) == len(subs)
+    )
+
+
+def _raising_receive(error: Exception) -> Callable[[], Awaitable[Message]]:
+    async def receive() -> Message:
+        raise error
+
+    return receive
+
+
+class LeanRoute(APIRoute):
+    """An APIRoute whose handler takes a fast path for a valid request (module docstring)."""
+
+    # False: FastAPI's handler only (the equivalence test builds an app each way).
+    lean = True
+
+    def get_route_handler(self) -> Handler:
+        normal = super().get_route_handler()
+        # As APIRoute.get_route_handler: an included route's handler is built for the route as
+        # the include made it (its dependant, its overrides provider).
+        route: Any = self
+        effective = _effective_route_context_var.get()
+        if effective is not None and effective.original_route is self:
+            route = effective
+        if not self.lean or not _fits(route):
+            return normal
+
+        dependant: Dependant = route.dependant
+        endpoint = dependant.call
+        assert endpoint is not None
+        request_name = dependant.request_param_name
+        assert request_name is not None
+        # (values' key, the dependency, its request parameter's name): all set, by _fits.
+        subs: list[tuple[str, Callable[..., Awaitable[Any]], str]] = [
+            (sub.name, sub.call, sub.request_param_name)  # type: ignore[misc]
+            for sub in dependant.dependencies
+        ]
+        path_params = dependant.path_params
+        query_params = dependant.query_params
+        header_params = dependant.header_params
+        cookie_params = dependant.cookie_params
+        body_params = dependant.body_params
+        embed_body_fields = route._embed_body_fields
+        overrides_provider = route.dependency_overrides_provider
+
+        async def handler(request: Request) -> Response:
+            if (
+                overrides_provider is not None
+                and getattr(overrides_provider, "dependency_overrides", None)
+            ) or _get_request_telemetry() is not None:
+                return await normal(request)
+            values: dict[str, Any] = {}
+            errors: list[Any] = []
+            for fields, received in (
+                (path_params, request.path_params),
+                (query_params, request.query_params if query_params else None),
+                (header_params, request.headers if header_params else None),
+                (cookie_params, request.cookies if cookie_params else None),
+            ):
+                if fields:
+                    assert received is not None
+                    found, failed = request_params_to_args(fields, received)
+                    values.update(found)
+                    errors += failed
+            if body_params:
+                try:
+                    body = await request.body()
+                except Exception as exc:
+                    # FastAPI's handler reads the body first and maps the failure (400, 413,
+                    # ...): give it a request whose read fails the same way.
+                    return await normal(Request(request.scope, _raising_receive(exc)))
+                if not body or request.headers.get("content-type") != _JSON:
+                    return await normal(request)
+                try:
+                    received_body = await request.json()
+                except Exception:  # FastAPI's handler parses it again and answers
+                    return await normal(request)
+                found, failed = await request_body_to_args(
+                    body_params, received_body, embed_body_fields
+                )
+                values.update(found)
+                errors += failed
+            if errors:  # FastAPI's handler builds the 422, after the dependencies as always
+                return await normal(request)
+            for name, call, sub_request_name in subs:
+                values[name] = await call(**{sub_request_name: request})
+            values[request_name] = request
+            response: Response = await endpoint(**values)
+            return response
+
+        return handler
