@@ -21,6 +21,9 @@ it before the dependencies on the fast path cannot be told apart from FastAPI's 
 whose shape does not fit (see ``_fits``) gets the normal handler only.
 tests/conversations/test_lean_route.py sends every kind of request to an app with LeanRoute and to
 one with FastAPI's APIRoute and compares the answers byte for byte.
+
+Measured (bench/inprocess.py --client asgi, 5 interleaved rounds, Python µs per request, before ->
+after): child 712 -> 623, batch 826 -> 772, get 478 -> 421, list 582 -> 532, create 681 -> 609.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.utils import solve_dependencies
 
-from aurion.auth.principal import READ, WRITE
+from aurion.auth.principal import READ, WRITE, Principal
 from aurion.auth.tokens import mint_token
 from aurion.conversations.router import router
+from aurion.errors import InsufficientScope
 from aurion.routing import LeanRoute, _fits
 from aurion.settings import Settings
 from tests.support import asgi_client, make_settings, started_app
@@ -422,3 +423,25 @@ def test_the_hot_routes_take_the_fast_path() -> None:
         "listChildConversations",
     }
     assert all(isinstance(route, LeanRoute) for route in router.routes)
+
+
+async def test_dependency_overrides_take_fastapis_handler(
+    lean_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an override set, the fast path steps aside: FastAPI's handler applies it."""
+    spy = Spy()
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", spy)
+    route = next(r for r in router.routes if getattr(r, "operation_id", None) == "getConversation")
+    assert isinstance(route, fastapi.routing.APIRoute)
+    scope_check = route.dependant.dependencies[0].call
+    assert scope_check is not None
+
+    async def nobody() -> Principal:
+        raise InsufficientScope("overridden")
+
+    monkeypatch.setitem(lean_app.dependency_overrides, scope_check, nobody)
+    async with asgi_client(lean_app) as client:
+        response = await client.get(f"{BASE}/{MISSING}")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "overridden"
+    assert spy.calls == 1
