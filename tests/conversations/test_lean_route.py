@@ -28,7 +28,7 @@ from aurion.conversations.router import router
 from aurion.errors import InsufficientScope
 from aurion.routing import LeanRoute, _fits
 from aurion.settings import Settings
-from tests.support import asgi_client, make_settings, started_app
+from tests.support import asgi_client, assert_unavailable, make_settings, started_app
 
 BASE = "/api/v2/conversations"
 MISSING = "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f70"  # no conversation has this id
@@ -445,3 +445,31 @@ async def test_dependency_overrides_take_fastapis_handler(
     assert response.status_code == 403
     assert response.json()["detail"] == "overridden"
     assert spy.calls == 1
+
+
+async def test_database_unavailable_answers_alike(database_url: str) -> None:
+    """A 503 (with Retry-After) raised by the endpoint is the same through either handler."""
+    # A port nothing listens on: the lifespan tolerates it, every statement fails fast.
+    dead = re.sub(r":\d+/", ":1/", database_url, count=1)
+    assert dead != database_url
+    settings = make_settings(dead, db_connect_timeout_seconds=1, db_pool_timeout_seconds=1)
+    jwt = mint_token(settings, workspace="ws_x", subject="agent-1", scopes=f"{READ} {WRITE}")
+    auth = {"Authorization": f"Bearer {jwt}"}
+    requests: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("POST", BASE, {"subject": "x"}),
+        ("POST", f"{BASE}/{MISSING}/children", {"subject": "x"}),
+        ("POST", f"{BASE}/{MISSING}/children/batch", {"children": [{"subject": "x"}]}),
+        ("GET", f"{BASE}/{MISSING}", None),
+        ("GET", f"{BASE}/{MISSING}/children", None),
+    ]
+    answers: list[list[tuple[int, list[tuple[str, str]], bytes]]] = []
+    for lean in (True, False):
+        async for app in _app(settings, lean):
+            async with asgi_client(app) as client:
+                answers.append([])
+                for method, url, body in requests:
+                    response = await client.request(method, url, json=body, headers=auth)
+                    assert_unavailable(response)
+                    headers = [h for h in response.headers.multi_items() if h[0] != "x-request-id"]
+                    answers[-1].append((response.status_code, headers, response.content))
+    assert answers[0] == answers[1]
