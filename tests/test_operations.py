@@ -440,3 +440,24 @@ class TestReadme:
         assert "conversation_not_found" in codes
         for code in sorted(codes):
             assert f"`{code}`" in readme, f"add {code} to README.md's Errors table"
+
+
+async def test_a_405_lists_exactly_the_methods_its_path_serves(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    """RFC 9110 §15.5.6: ``Allow`` names the methods the resource supports; each must then be
+    answered by something other than 405."""
+    created = await client.post("/api/v2/conversations", json={"subject": "p"}, headers=auth)
+    assert created.status_code == 201, created.text
+    paths = {
+        f"/api/v2/conversations/{created.json()['id']}/children": {"GET", "POST"},
+        "/api/v2/conversations": {"POST"},
+    }
+    for path, served in paths.items():
+        refused = await client.request("PUT", path, headers=auth, json={})
+        assert refused.status_code == 405, path
+        allowed = {m.strip() for m in refused.headers["allow"].split(",")}
+        assert allowed == served, (path, allowed)
+        for method in allowed:
+            answered = await client.request(method, path, headers=auth, json={"subject": "c"})
+            assert answered.status_code != 405, (path, method)

@@ -221,9 +221,9 @@ def _allowed_methods(request: Request) -> list[str]:
     path = getattr(route, "path", None)
     if path is None:
         return []
+    # The methods the path's operations serve (FastAPI's routes answer HEAD with 405: not listed).
     operations = request.app.openapi().get("paths", {}).get(path, {})
-    methods = {method.upper() for method in operations if method != "parameters"}
-    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+    return sorted(method.upper() for method in operations if method != "parameters")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
