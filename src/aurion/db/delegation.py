@@ -31,7 +31,6 @@ delivery loop's, the purge of expired keys) are sent as they are.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,11 +76,14 @@ WHERE EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass(t
 """
 
 
-async def delegation_available(connection: asyncpg.Connection) -> bool:
-    """True on a Citus cluster whose ``aurion_delegate`` is delegated by workspace."""
+async def delegation_for(connection: asyncpg.Connection, lock_timeout_ms: int) -> Delegation | None:
+    """A ``Delegation`` on a Citus cluster whose ``aurion_delegate`` is delegated by workspace;
+    None elsewhere (plain PostgreSQL: statements go as they are)."""
     if not await connection.fetchval(HAS_CITUS_SQL):
-        return False
-    return bool(await connection.fetchval(DELEGATED_SQL))
+        return None
+    if not await connection.fetchval(DELEGATED_SQL):
+        return None
+    return Delegation(lock_timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +187,6 @@ def _as_text(value: Any) -> str | None:
         return "\\x" + bytes(value).hex()
     if isinstance(value, (list, tuple)):
         return "{" + ",".join(_array_element(item) for item in value) + "}"
-    if isinstance(value, dict):
-        return json.dumps(value)
     raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
 

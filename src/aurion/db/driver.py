@@ -25,7 +25,7 @@ import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aurion.db.delegation import Delegation, delegation_available
+from aurion.db.delegation import Delegation, delegation_for
 from aurion.db.engine import ConnectionQueue
 
 # What ``aurion_refuse(code, detail)`` raises (migration 0003): a statement refusing the request.
@@ -131,8 +131,8 @@ class Db:
         self._connection = connection
         self._wrap = pgbouncer
         self._bound: ContextVar[asyncpg.Connection | None] = ContextVar("bound", default=None)
-        # Whether writes go through aurion_delegate (Citus) is learnt on the first statement.
-        # (or given: ``delegation``).
+        # Whether statements go through aurion_delegate (Citus): given, or learnt by ``probe``
+        # (the application's start-up) or else on the first statement.
         self._lock_timeout_ms = lock_timeout_ms
         self._delegation = delegation
         self._probed = lock_timeout_ms is None
@@ -147,13 +147,13 @@ class Db:
             await self._probe(connection)
 
     async def _probe(self, connection: asyncpg.Connection) -> None:
-        if await delegation_available(connection):
-            assert self._lock_timeout_ms is not None
-            delegation = Delegation(self._lock_timeout_ms)
+        assert self._lock_timeout_ms is not None
+        delegation = await delegation_for(connection, self._lock_timeout_ms)
+        if delegation is not None:
             # Each statement's form for the call, learnt now: a request sends one statement.
             for statement in list(DELEGABLE):
                 await delegation.describe(connection, statement)
-            self._delegation = delegation
+        self._delegation = delegation
         self._probed = True
 
     async def fetchrow(

@@ -34,7 +34,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook as Signer
 
-from aurion.db.delegation import Delegation, delegation_available
+from aurion.db.delegation import Delegation, delegation_for
 from aurion.db.driver import Statement, driver_of
 from aurion.settings import Settings
 from aurion.webhooks import repository, safety
@@ -105,8 +105,9 @@ class Deliverer:
         if not self._probed:
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
-                if await delegation_available(raw.driver_connection):
-                    self.delegation = Delegation(self.settings.db_lock_timeout_ms)
+                self.delegation = await delegation_for(
+                    raw.driver_connection, self.settings.db_lock_timeout_ms
+                )
             self._probed = True
         return self.delegation is not None
 
