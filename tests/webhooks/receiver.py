@@ -45,6 +45,13 @@ class Receiver:
         raise AssertionError(f"received {len(self.received)} requests, expected {count}")
 
 
+class _Server(ThreadingHTTPServer):
+    # A listen backlog for a burst: with http.server's 5, the connections of two delivery
+    # processes sending at once overflowed it, and a dropped one surfaced as a ReadError and a
+    # retried attempt (a receiver's failure, not the service's).
+    request_queue_size = 128
+
+
 @contextmanager
 def receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
     state = Receiver(url="", statuses=list(statuses or []))
@@ -64,7 +71,7 @@ def receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

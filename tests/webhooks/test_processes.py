@@ -189,8 +189,18 @@ async def test_two_processes_never_send_one_attempt_twice(
                         headers=headers,
                     )
                 ).json()["items"]
-                assert len(log) == 40
-                assert {(e["attempt"], e["status"]) for e in log} == {(1, "succeeded")}
+                async with engine.connect() as conn:  # what went wrong, if anything
+                    retried = (
+                        await conn.execute(
+                            text(
+                                "SELECT attempt, status, error FROM webhook_deliveries "
+                                "WHERE workspace_id = :w AND (attempt, status) <> (1, 'succeeded')"
+                            ),
+                            {"w": workspace},
+                        )
+                    ).all()
+                assert len(log) == 40, retried
+                assert {(e["attempt"], e["status"]) for e in log} == {(1, "succeeded")}, retried
         finally:
             server.stop()
 
