@@ -115,13 +115,16 @@ async def test_limit_holds_under_100_parallel_requests_through_pgbouncer(
     assert got.json()["version"] == 11
     assert got.json()["tab_counts"]["related"] == 10
 
-    # Children of one parent take turns in the process (one statement at a time reaches the
-    # database): spread a burst over many parents so that many client connections open.
+    # Plain children by one caller go together (one statement at a time per process), and
+    # others take turns per parent: a burst of children with an override, spread over many
+    # parents, opens many client connections.
     parents = [await _parent(pgbouncer_client, auth) for _ in range(20)]
     spread = await asyncio.gather(
         *(
             pgbouncer_client.post(
-                f"/api/v2/conversations/{p['id']}/children", json={"subject": "s"}, headers=auth
+                f"/api/v2/conversations/{p['id']}/children",
+                json={"subject": "s", "priority": "high"},
+                headers=auth,
             )
             for p in parents
             for _ in range(3)

@@ -181,16 +181,16 @@ async def create_child_conversation(
     """
     state = request.app.state
     claim = claim_for(request, body, idempotency_key)
-    async with state.turns.turn(conversation_id):
-        result = await service.create_child(
-            state.db,
-            principal,
-            conversation_id,
-            body,
-            if_match=if_match_versions(if_match),
-            claim=claim,
-            max_children=state.settings.max_children_per_parent,
-        )
+    result = await service.create_child(
+        state.db,
+        principal,
+        conversation_id,
+        body,
+        if_match=if_match_versions(if_match),
+        claim=claim,
+        max_children=state.settings.max_children_per_parent,
+        turns=state.turns,
+    )
     return written_response(result)
 
 

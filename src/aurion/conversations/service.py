@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +37,7 @@ from aurion.conversations.schemas import (
 )
 from aurion.db.driver import Db, Refused
 from aurion.db.json_sql import Document
+from aurion.db.turns import Turns
 from aurion.errors import InvalidInput
 from aurion.idempotency import service as idempotency
 from aurion.idempotency.service import Claim, StoredResponse
@@ -123,6 +126,11 @@ def _child_item(body: ChildConversationCreate, n: int) -> dict[str, Any]:
     return item
 
 
+# What coalesced requests share (the first one's values): the rest is each one's item.
+_SHARED_VALUES = ("workspace_id", "caller", "now", "max_children", "if_match")
+_REOPENING = ("reopened_activity_id", "reopened_event_id")
+
+
 # Called after the items are made: the ids of the parent's activity and event then follow the
 # children's (ids are time-ordered, and the event feed's order within a statement is by id).
 def _statement_values(
@@ -149,6 +157,15 @@ def _statement_values(
     return values
 
 
+@dataclass(frozen=True, slots=True)
+class _SingleChild:
+    """One request for a plain child, ready for its statement (repository.create_child)."""
+
+    values: dict[str, Any]
+    item: dict[str, Any]
+    claim: Claim | None
+
+
 async def create_child(
     db: Db,
     principal: Principal,
@@ -158,9 +175,15 @@ async def create_child(
     if_match: list[int] | None,
     claim: Claim | None,
     max_children: int,
+    turns: Turns,
 ) -> Document | StoredResponse:
     """Create a child of ``parent_id`` that inherits its context (SPEC §2) but for what the
-    body overrides, with copies of the parent's messages and a first message (SPEC §9)."""
+    body overrides, with copies of the parent's messages and a first message (SPEC §9).
+
+    A plain child (no overrides, message or copies) with no If-Match is coalesced: such
+    requests by one caller that queue up in this process while one of theirs runs go
+    together, in one statement (``_create_plain_children``), each answered as if it had
+    come alone. Others take turns per parent in this process (``turns``)."""
     now = datetime.now(UTC)
     item = _child_item(body, 1)
     del item["n"]
@@ -168,7 +191,15 @@ async def create_child(
         principal, parent_id, now, if_match=if_match, claim=claim, max_children=max_children
     )
     try:
-        row = await repository.create_child(db, values, item, idempotent=claim is not None)
+        if if_match is None and repository.is_plain(item) and not db.delegates:
+            row = await turns.together(
+                (principal.workspace_id, principal.subject),
+                _SingleChild(values, item, claim),
+                partial(_create_plain_children, db),
+            )
+        else:
+            async with turns.turn(parent_id):
+                row = await repository.create_child(db, values, item, idempotent=claim is not None)
     except Refused as refused:
         raise _refusal(refused, max_children) from None
     except asyncpg.LockNotAvailableError as exc:
@@ -178,6 +209,58 @@ async def create_child(
     if claim is not None and not row["claimed"]:
         return await idempotency.replay(db, principal, claim)
     return Document(row["body"], item["child_id"], 1)
+
+
+async def _create_plain_children(db: Db, requests: list[_SingleChild]) -> list[Any]:
+    """The rows of single creations of plain children by one caller (a row has ``claimed``
+    and ``body``), or the error each raises, in order.
+
+    Several are one statement (repository.create_plain_children_together). If any of them
+    would be refused, that statement writes nothing, and they run one by one, so that each
+    gets its own answer (the limit reached after some of them, a key reused): exactly as if
+    each had come alone. So they do if one's key or one of several parents stays locked past
+    ``lock_timeout``; a single parent locked that long is the answer for all of them."""
+    if len(requests) > 1:
+        items = [
+            {
+                "n": n,
+                **{name: r.values[name] for name in ("parent_id", *_REOPENING)},
+                **{name: r.item[name] for name in repository.PLAIN_ITEM_COLUMNS},
+                **_claim_item(r),
+            }
+            for n, r in enumerate(requests, 1)
+        ]
+        shared = {name: requests[0].values[name] for name in _SHARED_VALUES}
+        try:
+            bodies = await repository.create_plain_children_together(db, shared, items)
+        except Refused:
+            pass
+        except asyncpg.LockNotAvailableError as exc:
+            if (
+                not _key_waited_too_long(exc)
+                and len({r.values["parent_id"] for r in requests}) == 1
+            ):
+                raise
+        else:
+            return [{"claimed": body is not None, "body": body} for body in bodies]
+    outcomes: list[Any] = []
+    for request in requests:
+        try:
+            outcomes.append(
+                await repository.create_child(
+                    db, request.values, request.item, idempotent=request.claim is not None
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - the request's own outcome, raised there
+            outcomes.append(exc)
+    return outcomes
+
+
+def _claim_item(request: _SingleChild) -> dict[str, Any]:
+    """A coalesced request's key, fingerprint and expiry (all null without a key)."""
+    if request.claim is None:
+        return {"key": None, "fingerprint": None, "expires_at": None}
+    return request.claim.values(request.values["now"])
 
 
 async def create_children(

@@ -5,22 +5,48 @@ wakes every backend waiting on that row; a burst of children under one ticket wo
 a pool's worth of backends per process queued on it, each woken and put back to sleep at every
 commit. Taking turns in the process first leaves at most one backend per process waiting on the
 row; correctness still comes from the row lock (across processes and hosts).
+
+``together`` goes further for requests that can share a statement: those that arrive while one
+runs wait, and then go together, as one group (one statement, one commit, one wait for the row
+lock) that answers each of them. A request that finds no one ahead goes at once, alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+# One group's requests and what each gets: its result, or the exception it raises.
+Group = Callable[[list[Any]], Awaitable[list[Any]]]
+
+
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    value: Any
+    # Resolved with a _Lead (run this group, self first) or the request's outcome.
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Lead:
+    group: list[_Waiting]
 
 
 class Turns:
     """Waiting for a turn is bounded like a lock wait in the database (``lock_timeout``): past
     it, ``TimeoutError``, which the error handlers answer with 503 and Retry-After."""
 
-    def __init__(self, timeout_seconds: float) -> None:
+    def __init__(self, timeout_seconds: float, *, max_together: int = 32) -> None:
         self._timeout = timeout_seconds
+        self._max_together = max_together
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+        self._queues: dict[Hashable, deque[_Waiting]] = {}
 
     @asynccontextmanager
     async def turn(self, key: Hashable) -> AsyncIterator[None]:
@@ -47,3 +73,85 @@ class Turns:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, holders - 1)
+
+    async def together(self, key: Hashable, value: Any, run: Group) -> Any:
+        """``value``'s outcome from ``run``, which gets the values of one group of requests on
+        ``key`` (in arrival order, at most ``max_together``) and returns each one's result or
+        exception, in the same order. Groups on one key run one after another."""
+        queue = self._queues.get(key)
+        if queue is None:  # nobody ahead: at once, alone (no timer, no future)
+            self._queues[key] = deque()
+            return await self._lead(key, [], value, run)
+        waiting = _Waiting(value)
+        queue.append(waiting)
+        outcome = await self._wait(key, queue, waiting, run)
+        if isinstance(outcome, _Lead):
+            return await self._lead(key, outcome.group[1:], value, run)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _wait(
+        self, key: Hashable, queue: deque[_Waiting], waiting: _Waiting, run: Group
+    ) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.shield(waiting.future)
+        except TimeoutError:
+            if waiting in queue:  # never taken into a group: give up the place
+                queue.remove(waiting)
+                raise
+            return await waiting.future  # taken meanwhile: its outcome is on its way
+        except asyncio.CancelledError:
+            if waiting in queue:
+                queue.remove(waiting)
+            elif waiting.future.done() and isinstance(waiting.future.result(), _Lead):
+                # Chosen to lead, but cancelled: the group still runs, and the queue goes on.
+                others = waiting.future.result().group[1:]
+                asyncio.get_running_loop().create_task(
+                    _quietly(self._lead(key, others, waiting.value, run))
+                )
+            raise
+
+    async def _lead(self, key: Hashable, others: list[_Waiting], value: Any, run: Group) -> Any:
+        """Run the group of this request and ``others``; answer the others; hand over."""
+        outcomes: list[Any] | None = None
+        try:
+            outcomes = await run([value, *(w.value for w in others)])
+        except BaseException as exc:
+            failed = exc if isinstance(exc, Exception) else TimeoutError("cancelled")
+            for w in others:
+                if not w.future.done():
+                    w.future.set_result(failed)
+            raise
+        else:
+            for w, outcome in zip(others, outcomes[1:], strict=True):
+                if not w.future.done():
+                    w.future.set_result(outcome)
+        finally:
+            self._hand_over(key)
+        mine = outcomes[0]
+        if isinstance(mine, BaseException):
+            raise mine
+        return mine
+
+    def _hand_over(self, key: Hashable) -> None:
+        """The next group on ``key`` (those waiting, in order), led by its first; or none."""
+        queue = self._queues[key]
+        group: list[_Waiting] = []
+        while queue and len(group) < self._max_together:
+            waiting = queue.popleft()
+            if not waiting.future.done():
+                group.append(waiting)
+        if group:
+            group[0].future.set_result(_Lead(group))
+        elif not queue:
+            del self._queues[key]
+
+
+async def _quietly(leading: Awaitable[Any]) -> None:
+    """Lead a group for a request that is gone (its own outcome goes nowhere)."""
+    try:
+        await leading
+    except Exception:  # noqa: S110 - the others got it; nobody is left to tell
+        pass

@@ -42,10 +42,13 @@ gate AS (
 )"""
 
 
-def response_cte(status_code: int, rendered: str, location_prefix: str | None) -> str:
+def response_cte(
+    status_code: int, rendered: str, location_prefix: str | None, key: str = ":key"
+) -> str:
     """Store the response of the CTE ``rendered`` (columns body, id, version: the body, and
     the created resource's id and version for ``Location`` and ``ETag``) for the key. Without
     a ``location_prefix`` (a response that is not one resource) there are no such headers.
+    ``key`` is the key's SQL: the parameter, or a column of ``rendered`` (one key a row).
 
     Conflicts only with the response of an expired key this statement took over.
     """
@@ -58,7 +61,7 @@ def response_cte(status_code: int, rendered: str, location_prefix: str | None) -
     return f"""
 response AS (
     INSERT INTO idempotency_responses (workspace_id, subject, key, status_code, body, headers)
-    SELECT :workspace_id, :caller, :key, {status_code}, r.body, {headers}
+    SELECT :workspace_id, :caller, {key}, {status_code}, r.body, {headers}
     FROM {rendered} r
     ON CONFLICT (workspace_id, subject, key) DO UPDATE
         SET status_code = EXCLUDED.status_code, body = EXCLUDED.body, headers = EXCLUDED.headers

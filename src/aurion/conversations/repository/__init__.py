@@ -8,8 +8,8 @@ response with the key. A refusal is diagnosed on the locked, latest row and rais
 Reads render their JSON in PostgreSQL too, from the counters kept on the row. Every statement
 filters on ``workspace_id`` first.
 
-``children``: child creation (one, a batch); ``conversations``: conversation creation and the
-reads; ``columns``: the column lists they are built from.
+``children``: child creation (one, a batch, single requests coalesced); ``conversations``:
+conversation creation and the reads; ``columns``: the column lists they are built from.
 """
 
 from aurion.conversations.repository.children import (
@@ -19,11 +19,14 @@ from aurion.conversations.repository.children import (
     CREATE_CHILDREN_IDEMPOTENT,
     CREATE_PLAIN_CHILD,
     CREATE_PLAIN_CHILD_IDEMPOTENT,
+    CREATE_PLAIN_CHILDREN_TOGETHER,
     ITEM_COLUMNS,
     NEW_MESSAGE_COLUMNS,
     PLAIN_ITEM_COLUMNS,
     create_child,
     create_children,
+    create_plain_children_together,
+    is_plain,
 )
 from aurion.conversations.repository.columns import (
     INHERITED_COLUMNS,
@@ -49,6 +52,7 @@ __all__ = [
     "CREATE_CONVERSATION",
     "CREATE_CONVERSATION_IDEMPOTENT",
     "CREATE_PLAIN_CHILD",
+    "CREATE_PLAIN_CHILDREN_TOGETHER",
     "CREATE_PLAIN_CHILD_IDEMPOTENT",
     "GET_CONVERSATION",
     "INHERITED_COLUMNS",
@@ -61,7 +65,9 @@ __all__ = [
     "WRITABLE_COLUMNS",
     "create_child",
     "create_children",
+    "create_plain_children_together",
     "create_conversation",
     "get_conversation",
+    "is_plain",
     "list_children",
 ]

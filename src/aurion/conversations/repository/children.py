@@ -54,6 +54,10 @@ _JSONB_ITEM_COLUMNS = frozenset(k for k, t in ITEM_COLUMNS.items() if t == "JSON
 PLAIN_ITEM_COLUMNS = ("child_id", "subject", "activity_ids", "event_id")
 
 
+# The ids of a parent's reopening by its first new child: its activity and its event.
+_REOPENING = ("reopened_activity_id", "reopened_event_id")
+
+
 def _one_item(columns: Iterable[str]) -> str:
     """One child: each of ``columns`` a typed parameter of its own name."""
     return (
@@ -138,29 +142,50 @@ _PLAIN = {
 
 
 def _create_children_sql(
-    claim: str, items: str, out: str, response: str, *, rich: bool = True
+    claim: str, items: str, out: str, response: str, *, rich: bool = True, coalesced: bool = False
 ) -> Statement:
-    """Create the children of ``items`` under one parent, all or none; ``out`` is the CTE
-    whose ``body`` the statement returns (and ``response`` stores with the key). Without
-    ``rich``, the lean statement of a child that differs from its parent in nothing but its
-    subject (``items`` has only ``PLAIN_ITEM_COLUMNS``): no overrides, message or copies."""
+    """Create the children of ``items``, all or none; ``out`` is the CTE whose ``body`` the
+    statement returns (and ``response`` stores with the key). Without ``rich``, the lean
+    statement of a child that differs from its parent in nothing but its subject (``items``
+    has only ``PLAIN_ITEM_COLUMNS``): no overrides, message or copies.
+
+    The children of one request have one parent, ``:parent_id``, which gets one new version.
+    ``coalesced``: the items are several requests (``GROUP_ITEM_COLUMNS``), each with its own
+    parent (``i.parent_id``) and the ids of its parent's reopening; a parent gets a new
+    version per request, as if they had come one by one. Parents are locked in the order of
+    their ids, so two statements that lock the same parents cannot deadlock."""
     part = _RICH if rich else _PLAIN
     change = f"'overridden_fields', {part['change']}"
-    return Statement(f"""
+    if coalesced:
+        of_item = "i.parent_id"
+        reopening = ", ".join(
+            f"(array_agg(i.{name} ORDER BY i.n))[1] AS {name}" for name in _REOPENING
+        )
+        version_step = "ok.size"
+    else:
+        of_item = ":parent_id::uuid"
+        reopening = ", ".join(f":{name}::uuid AS {name}" for name in _REOPENING)
+        version_step = "1"
+    return Statement(
+        f"""
 WITH {claim},
 {items},
 batch AS (
-    SELECT count(*)::int AS size, (array_agg(child_id ORDER BY n))[1] AS first_child_id
-    FROM items
+    -- Per parent: its new children, the first of them, and the ids of its reopening.
+    SELECT {of_item} AS for_parent, count(*)::int AS size,
+        (array_agg(i.child_id ORDER BY i.n))[1] AS first_child_id, {reopening}
+    FROM items i
+    GROUP BY 1
 ), p AS (
-    -- The parent, locked: a concurrent creation under it waits here and then reads the
+    -- The parents, locked: a concurrent creation under one waits here and then reads the
     -- latest version, so every check below (the children counter above all) is current.
     SELECT * FROM conversations
-    WHERE workspace_id = :workspace_id AND id = :parent_id AND deleted_at IS NULL
-      AND (SELECT claimed FROM gate)
+    WHERE workspace_id = :workspace_id AND id IN (SELECT for_parent FROM batch)
+      AND deleted_at IS NULL AND (SELECT claimed FROM gate)
+    ORDER BY id
     FOR NO KEY UPDATE
 ),{part["stray"]} checked AS (
-    SELECT p.*, CASE
+    SELECT p.*, b.size, b.first_child_id, {", ".join(f"b.{n}" for n in _REOPENING)}, CASE
         WHEN NOT (SELECT claimed FROM gate) THEN NULL
         WHEN p.id IS NULL THEN 'conversation_not_found'
         {part["stray_check"]}
@@ -170,24 +195,23 @@ batch AS (
         WHEN p.is_spam THEN 'parent_is_spam'
         WHEN p.archived_at IS NOT NULL THEN 'parent_archived'
         WHEN p.parent_id IS NOT NULL THEN 'parent_is_child'
-        WHEN p.n_children + (SELECT size FROM batch) > :max_children
-            THEN 'children_limit_reached'
+        WHEN p.n_children + b.size > :max_children THEN 'children_limit_reached'
     END AS refusal
-    FROM (VALUES (1)) AS one(x) LEFT JOIN p ON true
+    FROM batch b LEFT JOIN p ON p.id = b.for_parent
 ), ok AS (
     SELECT * FROM checked WHERE refusal IS NULL AND id IS NOT NULL
 ), parent AS (
-    -- One new version of the parent, however many children it gets.
+    -- One new version of the parent per request: a batch is one, coalesced requests many.
     UPDATE conversations c SET
-        version = c.version + 1,
+        version = c.version + {version_step},
         updated_at = :now,
-        n_children = c.n_children + b.size,
-        n_open_children = c.n_open_children + b.size,
-        n_activities = c.n_activities + b.size
+        n_children = c.n_children + ok.size,
+        n_open_children = c.n_open_children + ok.size,
+        n_activities = c.n_activities + ok.size
             + CASE WHEN c.status IN {RESOLVED} THEN 1 ELSE 0 END,
         status = CASE WHEN c.status IN {RESOLVED} THEN 'open' ELSE c.status END
-    FROM ok CROSS JOIN batch b
-    WHERE c.workspace_id = :workspace_id AND c.id = :parent_id
+    FROM ok
+    WHERE c.workspace_id = :workspace_id AND c.id = ok.id
 ), child AS (
     INSERT INTO conversations (
         workspace_id, id, parent_id, subject, status, version, created_at, updated_at,
@@ -198,45 +222,45 @@ batch AS (
         CASE WHEN v.assignee_user_id IS NOT NULL OR v.assignee_team_id IS NOT NULL
              THEN :now::timestamptz END,
         {part["n_messages"]}, 1, {_copied_from_v}
-    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (SELECT
+    FROM items i JOIN ok ON ok.id = {of_item} CROSS JOIN LATERAL (SELECT
         {part["resulting"]}
     ) AS v
     RETURNING *
 ),{part["child_message"]} activity AS (
     INSERT INTO activities (workspace_id, id, conversation_id, kind, actor, payload, created_at)
     SELECT :workspace_id, a.id, a.conversation_id, a.kind, :caller, a.payload, :now
-    FROM ok CROSS JOIN items i CROSS JOIN LATERAL (VALUES
+    FROM items i JOIN ok ON ok.id = {of_item} CROSS JOIN LATERAL (VALUES
         (i.activity_ids[1], i.child_id, 'created_from_parent',
          jsonb_build_object('parent_id', ok.id, {change})),
         (i.activity_ids[2], ok.id, 'child_created',
          jsonb_build_object('child_id', i.child_id, 'subject', i.subject, {change}))
     ) AS a(id, conversation_id, kind, payload)
     UNION ALL
-    SELECT :workspace_id, :reopened_activity_id::uuid, ok.id, 'reopened', :caller,
+    SELECT :workspace_id, ok.reopened_activity_id, ok.id, 'reopened', :caller,
         jsonb_build_object('from_status', ok.status, 'reason', 'child_created',
-                           'child_id', b.first_child_id), :now
-    FROM ok CROSS JOIN batch b
+                           'child_id', ok.first_child_id), :now
+    FROM ok
     WHERE ok.status IN {RESOLVED}
 ), {rendered_cte("child", part["messages"])},{
-        event_cte(
-            "child_created",
-            "child.created",
-            "(SELECT r.*, i.event_id FROM rendered r JOIN items i ON i.child_id = r.id)",
-            "s.event_id",
-            "jsonb_build_object('conversation_id', s.id, 'parent_id', :parent_id::uuid, "
-            "'conversation', s.doc)",
-        )
-    },{
-        event_cte(
-            "parent_reopened",
-            "parent.reopened",
-            f"(SELECT ok.id, b.first_child_id FROM ok CROSS JOIN batch b "
-            f"WHERE ok.status IN {RESOLVED})",
-            ":reopened_event_id::uuid",
-            "jsonb_build_object('conversation_id', s.id, 'reason', 'child_created', "
-            "'child_id', s.first_child_id)",
-        )
-    }{response}
+            event_cte(
+                "child_created",
+                "child.created",
+                f"(SELECT r.*, i.event_id, {of_item} AS parent_id "
+                "FROM rendered r JOIN items i ON i.child_id = r.id)",
+                "s.event_id",
+                "jsonb_build_object('conversation_id', s.id, 'parent_id', s.parent_id, "
+                "'conversation', s.doc)",
+            )
+        },{
+            event_cte(
+                "parent_reopened",
+                "parent.reopened",
+                f"(SELECT * FROM ok WHERE ok.status IN {RESOLVED})",
+                "s.reopened_event_id",
+                "jsonb_build_object('conversation_id', s.id, 'reason', 'child_created', "
+                "'child_id', s.first_child_id)",
+            )
+        }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
     WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
         {part["stray_detail"]}
@@ -245,8 +269,10 @@ SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
         WHEN 'parent_is_child' THEN checked.parent_id::text
         WHEN 'children_limit_reached' THEN greatest(:max_children - checked.n_children, 0)::text
     END) END AS refused
-FROM checked LEFT JOIN {out} ON true
-""")
+FROM (VALUES (1)) AS one(x) LEFT JOIN checked ON true LEFT JOIN {out} ON true
+""",
+        delegable=not coalesced,
+    )
 
 
 # A batch's response: its children's objects in request order, as one JSON document.
@@ -278,6 +304,79 @@ CREATE_CHILDREN_IDEMPOTENT = _create_children_sql(
 )
 
 
+# ------------------------------------------------------------ coalesced child creation
+
+# Single creations of plain children by one caller that arrived while another ran
+# (``Turns.together``), under one parent or several: each request is an item with its own
+# parent and Idempotency-Key (or none), claimed, created and answered as if it had come alone,
+# in one statement that commits once and locks each parent once. Each claims its own key (a
+# duplicate of a live key, or of an earlier item's, is not claimed: the request replays), a
+# parent's version goes up once per child, and the answer is each item's body, in request
+# order (null: not claimed). Any refusal refuses them all (nothing written): the service then
+# runs them one by one, so each gets its own answer. Never sent through aurion_delegate: on
+# Citus requests go one by one.
+GROUP_ITEM_COLUMNS: dict[str, str] = {
+    "n": "integer",
+    "parent_id": "uuid",
+    **{name: ITEM_COLUMNS[name] for name in PLAIN_ITEM_COLUMNS},
+    **{name: "uuid" for name in _REOPENING},
+    "key": "text",
+    "fingerprint": "text",
+    "expires_at": "timestamptz",
+}
+_GROUP_CLAIM = (
+    "requested AS (SELECT * FROM jsonb_to_recordset(:items::jsonb) AS r("
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in GROUP_ITEM_COLUMNS.items())
+    + """)
+), claim AS (
+    -- In the order of the keys, so two statements claiming the same keys cannot deadlock.
+    INSERT INTO idempotency_keys AS k
+        (workspace_id, subject, key, fingerprint, created_at, expires_at)
+    SELECT DISTINCT ON (r.key) :workspace_id, :caller, r.key, r.fingerprint, :now, r.expires_at
+    FROM requested r
+    WHERE r.key IS NOT NULL
+    ORDER BY r.key, r.n
+    ON CONFLICT (workspace_id, subject, key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= EXCLUDED.created_at
+    RETURNING k.key
+)"""
+)
+_GROUP_ITEMS = """
+items AS (
+    -- The requests that create a child: no key, or the first with a key this claimed.
+    SELECT r.* FROM requested r
+    WHERE r.key IS NULL OR (
+        r.key IN (SELECT key FROM claim)
+        AND r.n = (SELECT min(q.n) FROM requested q WHERE q.key = r.key))
+), gate AS (
+    SELECT EXISTS (SELECT 1 FROM items) AS claimed
+)"""
+_GROUP_OUT = """
+group_out AS (
+    SELECT array_agg(r.body ORDER BY q.n) AS body
+    FROM requested q LEFT JOIN items i ON i.n = q.n LEFT JOIN rendered r ON r.id = i.child_id
+)"""
+CREATE_PLAIN_CHILDREN_TOGETHER = _create_children_sql(
+    _GROUP_CLAIM,
+    _GROUP_ITEMS,
+    "group_out",
+    ","
+    + response_cte(
+        201,
+        "(SELECT r.*, i.key FROM rendered r JOIN items i ON i.child_id = r.id "
+        "WHERE i.key IS NOT NULL)",
+        LOCATION_PREFIX,
+        key="r.key",
+    )
+    + ","
+    + _GROUP_OUT,
+    rich=False,
+    coalesced=True,
+)
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -294,7 +393,7 @@ async def create_child(
     the lean statement, which does not plan or run what overrides, messages and copies need."""
     params = {k: _json(v) if k in _JSONB_ITEM_COLUMNS and v is not None else v
               for k, v in item.items()}  # fmt: skip
-    if item["overridden"] or item["copy_ids"] or item["m_body"] is not None:
+    if not is_plain(item):
         statement = CREATE_CHILD_IDEMPOTENT if idempotent else CREATE_CHILD
     else:
         statement = CREATE_PLAIN_CHILD_IDEMPOTENT if idempotent else CREATE_PLAIN_CHILD
@@ -308,3 +407,20 @@ async def create_children(
     order (``n`` = 1, 2, ...); ``body`` is ``{"items": [...]}``."""
     statement = CREATE_CHILDREN_IDEMPOTENT if idempotent else CREATE_CHILDREN
     return await db.fetchrow(statement, {**values, "items": _json(items)})
+
+
+def is_plain(item: dict[str, Any]) -> bool:
+    """Whether a child (``ITEM_COLUMNS``) differs from its parent in its subject alone."""
+    return not item["overridden"] and not item["copy_ids"] and item["m_body"] is None
+
+
+async def create_plain_children_together(
+    db: Db, values: dict[str, Any], items: list[dict[str, Any]]
+) -> list[bytes | None]:
+    """Create plain children for several requests at once (values: workspace_id, caller,
+    now, max_children, if_match (null); ``items``: ``GROUP_ITEM_COLUMNS``, ``n`` = 1, 2,
+    ...). Each item's body (the child, rendered), or None where its key was not claimed;
+    ``Refused`` if any item would be refused, and then nothing is written."""
+    row = await db.fetchrow(CREATE_PLAIN_CHILDREN_TOGETHER, {**values, "items": _json(items)})
+    assert row is not None
+    return list(row["body"])
