@@ -6,6 +6,7 @@ Nothing connects at import time; the lifespan opens the engine and closes it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purger = asyncio.create_task(
                 purge_periodically(app.state.engine, settings.idempotency_purge_interval_seconds)
             )
+        # Everything built so far lives as long as the process: out of the collector's sight,
+        # so that a full collection does not walk the whole application again and again.
+        gc.freeze()
         deliverer = None
         if settings.webhook_delivery:
             # Off the request path: its own connections, its own task, bounded concurrency.

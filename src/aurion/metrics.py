@@ -9,6 +9,7 @@ a scrape of any worker returns the sum over all of them (prometheus-client's mul
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,10 @@ from starlette.responses import Response
 
 # Requests that matched no route share one label, so a scanner cannot create series at will.
 UNMATCHED_ROUTE = "<unmatched>"
+
+# How often a worker writes its pool gauges as requests end (each gauge written costs a system
+# call or two in multiprocess mode, and the pool changes faster than anyone scrapes it).
+POOL_REFRESH_SECONDS = 0.5
 
 # Child creation takes a few milliseconds; the long tail is what a 3 s pool timeout produces.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -76,7 +81,9 @@ class Metrics:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._state = app_state
         if self.multiprocess:
-            # Pool gauges summed over the live workers, refreshed as requests end and at scrape.
+            # Pool gauges summed over the live workers, refreshed as requests end (at most every
+            # POOL_REFRESH_SECONDS) and at scrape.
+            self._pool_refreshed = 0.0
             self._pool_gauges = {
                 name: Gauge(name, doc, registry=self.registry, multiprocess_mode="livesum")
                 for name, doc in _POOL_GAUGES.items()
@@ -97,7 +104,10 @@ class Metrics:
         series[0].inc()
         series[1].observe(seconds)
         if self.multiprocess:
-            self._refresh_pool()
+            now = time.monotonic()
+            if now - self._pool_refreshed >= POOL_REFRESH_SECONDS:
+                self._pool_refreshed = now
+                self._refresh_pool()
 
     def _refresh_pool(self) -> None:
         engine = getattr(self._state, "engine", None)
