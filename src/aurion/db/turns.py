@@ -27,15 +27,17 @@ Group = Callable[[list[Any]], Awaitable[list[Any]]]
 @dataclass(eq=False, slots=True)
 class _Waiting:
     value: Any
-    # Resolved with a _Lead (run this group, self first) or the request's outcome.
+    # Resolved with _LEAD (run the next group, self first) or the request's outcome.
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-@dataclass(frozen=True, slots=True)
 class _Lead:
-    group: list[_Waiting]
+    """What a waiting request is told when its group is next and it runs it."""
+
+
+_LEAD = _Lead()
 
 
 class Turns:
@@ -81,12 +83,12 @@ class Turns:
         queue = self._queues.get(key)
         if queue is None:  # nobody ahead: at once, alone (no timer, no future)
             self._queues[key] = deque()
-            return await self._lead(key, [], value, run)
+            return await self._lead(key, value, run)
         waiting = _Waiting(value)
         queue.append(waiting)
         outcome = await self._wait(key, queue, waiting, run)
-        if isinstance(outcome, _Lead):
-            return await self._lead(key, outcome.group[1:], value, run)
+        if outcome is _LEAD:
+            return await self._lead(key, value, run)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -105,16 +107,22 @@ class Turns:
         except asyncio.CancelledError:
             if waiting in queue:
                 queue.remove(waiting)
-            elif waiting.future.done() and isinstance(waiting.future.result(), _Lead):
-                # Chosen to lead, but cancelled: the group still runs, and the queue goes on.
-                others = waiting.future.result().group[1:]
+            elif waiting.future.done() and waiting.future.result() is _LEAD:
+                # Chosen to lead, but cancelled: its group still runs, and the queue goes on.
                 asyncio.get_running_loop().create_task(
-                    _quietly(self._lead(key, others, waiting.value, run))
+                    _quietly(self._lead(key, waiting.value, run))
                 )
             raise
 
-    async def _lead(self, key: Hashable, others: list[_Waiting], value: Any, run: Group) -> Any:
-        """Run the group of this request and ``others``; answer the others; hand over."""
+    async def _lead(self, key: Hashable, value: Any, run: Group) -> Any:
+        """Run the group of this request and those waiting now (as many as fit, in order),
+        answer the others, and hand over to the next one waiting."""
+        queue = self._queues[key]
+        others: list[_Waiting] = []
+        while queue and len(others) < self._max_together - 1:
+            waiting = queue.popleft()
+            if not waiting.future.done():
+                others.append(waiting)
         outcomes: list[Any] | None = None
         try:
             outcomes = await run([value, *(w.value for w in others)])
@@ -136,17 +144,15 @@ class Turns:
         return mine
 
     def _hand_over(self, key: Hashable) -> None:
-        """The next group on ``key`` (those waiting, in order), led by its first; or none."""
+        """Wake the first one waiting on ``key`` to lead the next group (it takes the others
+        waiting when it starts: those that came meanwhile too); or forget the key."""
         queue = self._queues[key]
-        group: list[_Waiting] = []
-        while queue and len(group) < self._max_together:
+        while queue:
             waiting = queue.popleft()
             if not waiting.future.done():
-                group.append(waiting)
-        if group:
-            group[0].future.set_result(_Lead(group))
-        elif not queue:
-            del self._queues[key]
+                waiting.future.set_result(_LEAD)
+                return
+        del self._queues[key]
 
 
 async def _quietly(leading: Awaitable[Any]) -> None:
