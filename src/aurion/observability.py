@@ -58,6 +58,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", *, as_json: bool = True) -> None:
+    # Neither format shows where a record was logged from, nor the thread or process: skip
+    # finding them for every record (the logging HOWTO's "Optimization"; 10 -> 8 µs a line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     root = logging.getLogger()

@@ -9,9 +9,9 @@ archived, deleted, spam, merged or child parent) answers only its own requests a
 nothing for them; a key sent twice at once makes one child (the other replays it, or is a 422
 if its body differs); a resolved parent is reopened once; requests that cannot be coalesced
 (overrides, a message, If-Match) mixed in change nothing; two callers whose groups lock the
-same parents in different orders do not deadlock.
-
-The two tests marked xfail describe a known defect: a group held up by a locked parent.
+same parents in different orders do not deadlock; a locked parent holds up neither the free
+parents' requests in its group nor the caller's requests behind it, and its own requests get
+their bounded 503.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -663,16 +662,7 @@ async def test_two_callers_locking_the_same_parents_in_opposite_orders_do_not_de
 
 # ----------------------------------------------- known defect: a group held up by a lock
 
-STUCK_GROUP = (
-    "Known defect: when the statement of a group spanning several parents times out on one "
-    "locked parent, the group falls back to one statement per request, each of which waits "
-    "db_lock_timeout_ms again on that parent. A group of N requests then takes about "
-    "(N + 1) x db_lock_timeout_ms, during which the caller's requests to every other parent "
-    "wait behind it (and time out in the queue: a 503 for a parent that is free)."
-)
 
-
-@pytest.mark.xfail(strict=True, reason=STUCK_GROUP)
 async def test_a_locked_parent_in_a_group_is_still_a_bounded_503(
     database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
 ) -> None:
@@ -699,7 +689,6 @@ async def test_a_locked_parent_in_a_group_is_still_a_bounded_503(
     assert slowest < 1.0, f"answered after {slowest:.2f} s (lock timeout 0.2 s)"
 
 
-@pytest.mark.xfail(strict=True, reason=STUCK_GROUP)
 async def test_a_locked_parent_does_not_hold_up_the_callers_other_parents(
     database_url: str, engine: AsyncEngine, workspace: str, auth: dict[str, str]
 ) -> None:

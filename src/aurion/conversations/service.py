@@ -7,8 +7,10 @@ module prepares their values and turns their outcome into results and errors.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -215,45 +217,70 @@ async def _create_plain_children(db: Db, requests: list[_SingleChild]) -> list[A
     """The rows of single creations of plain children by one caller (a row has ``claimed``
     and ``body``), or the error each raises, in order.
 
-    Several are one statement (repository.create_plain_children_together). If any of them
-    would be refused, that statement writes nothing, and they run one by one, so that each
-    gets its own answer (the limit reached after some of them, a key reused): exactly as if
-    each had come alone. So they do if one's key or one of several parents stays locked past
-    ``lock_timeout``; a single parent locked that long is the answer for all of them."""
-    if len(requests) > 1:
-        items = [
-            {
-                "n": n,
-                **{name: r.values[name] for name in ("parent_id", *_REOPENING)},
-                **{name: r.item[name] for name in repository.PLAIN_ITEM_COLUMNS},
-                **_claim_item(r),
-            }
-            for n, r in enumerate(requests, 1)
-        ]
-        shared = {name: requests[0].values[name] for name in _SHARED_VALUES}
-        try:
-            bodies = await repository.create_plain_children_together(db, shared, items)
-        except Refused:
-            pass
-        except asyncpg.LockNotAvailableError as exc:
-            if (
-                not _key_waited_too_long(exc)
-                and len({r.values["parent_id"] for r in requests}) == 1
-            ):
-                raise
-        else:
-            return [{"claimed": body is not None, "body": body} for body in bodies]
-    outcomes: list[Any] = []
-    for request in requests:
-        try:
-            outcomes.append(
-                await repository.create_child(
-                    db, request.values, request.item, idempotent=request.claim is not None
-                )
-            )
-        except Exception as exc:  # noqa: BLE001 - the request's own outcome, raised there
-            outcomes.append(exc)
+    Several are one statement (repository.create_plain_children_together). If that statement
+    would refuse any of them, or waits on a lock past ``lock_timeout``, it writes nothing and
+    they run apart (``_apart``), so that each gets exactly its own answer: as if it had come
+    alone. A single parent locked that long is the answer for all of its requests."""
+    if len(requests) == 1:
+        return [await _outcome(_create_one(db, requests[0]))]
+    items = [
+        {
+            "n": n,
+            **{name: r.values[name] for name in ("parent_id", *_REOPENING)},
+            **{name: r.item[name] for name in repository.PLAIN_ITEM_COLUMNS},
+            **_claim_item(r),
+        }
+        for n, r in enumerate(requests, 1)
+    ]
+    shared = {name: requests[0].values[name] for name in _SHARED_VALUES}
+    try:
+        bodies = await repository.create_plain_children_together(db, shared, items)
+    except Refused:
+        return await _apart(db, requests)
+    except asyncpg.LockNotAvailableError as exc:
+        if not _key_waited_too_long(exc) and _one_parent(requests):
+            raise
+        return await _apart(db, requests)
+    return [{"claimed": body is not None, "body": body} for body in bodies]
+
+
+async def _apart(db: Db, requests: list[_SingleChild]) -> list[Any]:
+    """A group that could not go as one: each parent's requests together again, all parents
+    at once (a refused or locked parent then holds up only its own requests); the requests of
+    a single parent one by one, in order."""
+    by_parent: dict[UUID, list[int]] = {}
+    for index, request in enumerate(requests):
+        by_parent.setdefault(request.values["parent_id"], []).append(index)
+    if len(by_parent) == 1:
+        return [await _outcome(_create_one(db, request)) for request in requests]
+    parts = list(by_parent.values())
+    answers = await asyncio.gather(
+        *(_outcome(_create_plain_children(db, [requests[i] for i in part])) for part in parts)
+    )
+    outcomes: list[Any] = [None] * len(requests)
+    for part, answer in zip(parts, answers, strict=True):
+        for position, index in enumerate(part):
+            outcomes[index] = answer[position] if isinstance(answer, list) else answer
     return outcomes
+
+
+async def _create_one(db: Db, request: _SingleChild) -> Any:
+    return await repository.create_child(
+        db, request.values, request.item, idempotent=request.claim is not None
+    )
+
+
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """What ``call`` returns, or the error it raises (the request's own outcome)."""
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001 - raised by the request it belongs to
+        return exc
+
+
+def _one_parent(requests: list[_SingleChild]) -> bool:
+    first = requests[0].values["parent_id"]
+    return all(r.values["parent_id"] == first for r in requests)
 
 
 def _claim_item(request: _SingleChild) -> dict[str, Any]:

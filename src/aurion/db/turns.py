@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 # One group's requests and what each gets: its result, or the exception it raises.
-Group = Callable[[list[Any]], Awaitable[list[Any]]]
+Group = Callable[[list[Any]], Coroutine[Any, Any, list[Any]]]
 
 
 @dataclass(eq=False, slots=True)
@@ -44,9 +44,20 @@ class Turns:
     """Waiting for a turn is bounded like a lock wait in the database (``lock_timeout``): past
     it, ``TimeoutError``, which the error handlers answer with 503 and Retry-After."""
 
-    def __init__(self, timeout_seconds: float, *, max_together: int = 32) -> None:
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        max_together: int = 32,
+        stall_seconds: float | None = None,
+    ) -> None:
         self._timeout = timeout_seconds
         self._max_together = max_together
+        # A statement of a group takes milliseconds; one still running after this is waiting
+        # (on a lock): the next group starts meanwhile. Default: a tenth of the timeout, at
+        # most 0.1 s.
+        self._stall = min(0.1, timeout_seconds / 10) if stall_seconds is None else stall_seconds
+        self._running: set[asyncio.Task[Any]] = set()
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
         self._queues: dict[Hashable, deque[_Waiting]] = {}
 
@@ -79,7 +90,9 @@ class Turns:
     async def together(self, key: Hashable, value: Any, run: Group) -> Any:
         """``value``'s outcome from ``run``, which gets the values of one group of requests on
         ``key`` (in arrival order, at most ``max_together``) and returns each one's result or
-        exception, in the same order. Groups on one key run one after another."""
+        exception, in the same order. Groups on one key run one after another, except that a
+        group still running after ``stall_seconds`` (waiting on a lock, say) lets the next one
+        start: one stuck group does not hold up the key's other requests."""
         queue = self._queues.get(key)
         if queue is None:  # nobody ahead: at once, alone (no timer, no future)
             self._queues[key] = deque()
@@ -109,9 +122,9 @@ class Turns:
                 queue.remove(waiting)
             elif waiting.future.done() and waiting.future.result() is _LEAD:
                 # Chosen to lead, but cancelled: its group still runs, and the queue goes on.
-                asyncio.get_running_loop().create_task(
-                    _quietly(self._lead(key, waiting.value, run))
-                )
+                self._keep(asyncio.get_running_loop().create_task(
+                    self._lead(key, waiting.value, run)
+                ))  # fmt: skip
             raise
 
     async def _lead(self, key: Hashable, value: Any, run: Group) -> Any:
@@ -123,25 +136,51 @@ class Turns:
             waiting = queue.popleft()
             if not waiting.future.done():
                 others.append(waiting)
-        outcomes: list[Any] | None = None
-        try:
-            outcomes = await run([value, *(w.value for w in others)])
-        except BaseException as exc:
-            failed = exc if isinstance(exc, Exception) else TimeoutError("cancelled")
-            for w in others:
-                if not w.future.done():
-                    w.future.set_result(failed)
-            raise
-        else:
-            for w, outcome in zip(others, outcomes[1:], strict=True):
+        handed = False
+
+        def hand_over() -> None:
+            nonlocal handed
+            if not handed:
+                handed = True
+                self._hand_over(key)
+
+        loop = asyncio.get_running_loop()
+        stalled = loop.call_later(self._stall, hand_over)
+        if not others:  # alone: cancelled with its request, like any statement
+            try:
+                outcomes = await run([value])
+            finally:
+                stalled.cancel()
+                hand_over()
+            return _own(outcomes[0])
+        # A group: its statement runs to its end even if this request goes away, so that the
+        # others get their true outcomes (not a failure for a write that committed).
+        group = loop.create_task(run([value, *(w.value for w in others)]))
+
+        def answer(done: asyncio.Task[list[Any]]) -> None:
+            stalled.cancel()
+            outcomes: list[Any]
+            if done.cancelled():
+                outcomes = [TimeoutError("the group's statement was cancelled")] * len(others)
+            elif (error := done.exception()) is not None:
+                outcomes = [error] * len(others)
+            elif len(result := done.result()) != len(others) + 1:
+                outcomes = [RuntimeError("a group's outcomes do not match it")] * len(others)
+            else:
+                outcomes = result[1:]
+            for w, outcome in zip(others, outcomes, strict=True):
                 if not w.future.done():
                     w.future.set_result(outcome)
-        finally:
-            self._hand_over(key)
-        mine = outcomes[0]
-        if isinstance(mine, BaseException):
-            raise mine
-        return mine
+            hand_over()
+
+        group.add_done_callback(answer)
+        self._keep(group)
+        return _own((await asyncio.shield(group))[0])
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a task that nobody awaits until it ends (the loop keeps only a weak one)."""
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     def _hand_over(self, key: Hashable) -> None:
         """Wake the first one waiting on ``key`` to lead the next group (it takes the others
@@ -155,9 +194,8 @@ class Turns:
         del self._queues[key]
 
 
-async def _quietly(leading: Awaitable[Any]) -> None:
-    """Lead a group for a request that is gone (its own outcome goes nowhere)."""
-    try:
-        await leading
-    except Exception:  # noqa: S110 - the others got it; nobody is left to tell
-        pass
+def _own(outcome: Any) -> Any:
+    """A request's outcome: its result, or its exception raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
