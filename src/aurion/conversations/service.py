@@ -192,16 +192,17 @@ async def create_child(
     values = _statement_values(
         principal, parent_id, now, if_match=if_match, claim=claim, max_children=max_children
     )
+    request = _SingleChild(values, item, claim)
     try:
         if if_match is None and repository.is_plain(item) and not db.delegates:
             row = await turns.together(
                 (principal.workspace_id, principal.subject),
-                _SingleChild(values, item, claim),
+                request,
                 partial(_create_plain_children, db),
             )
         else:
             async with turns.turn(parent_id):
-                row = await repository.create_child(db, values, item, idempotent=claim is not None)
+                row = await _create_one(db, request)
     except Refused as refused:
         raise _refusal(refused, max_children) from None
     except asyncpg.LockNotAvailableError as exc:
