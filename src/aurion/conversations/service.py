@@ -194,7 +194,7 @@ async def create_child(
     )
     request = _SingleChild(values, item, claim)
     try:
-        if if_match is None and repository.is_plain(item) and not db.delegates:
+        if if_match is None and repository.is_plain(item):
             row = await turns.together(
                 (principal.workspace_id, principal.subject),
                 request,

@@ -44,7 +44,7 @@ class Statement:
 
     __slots__ = ("__weakref__", "delegable", "names", "sql", "template")
 
-    def __init__(self, sql: str, *, delegable: bool = True) -> None:
+    def __init__(self, sql: str) -> None:
         self.template = sql
         names: list[str] = []
 
@@ -56,9 +56,8 @@ class Statement:
 
         self.sql = _PLACEHOLDER.sub(number, sql)
         self.names = tuple(names)
-        # A statement of one workspace: on Citus, sent through aurion_delegate to its worker
-        # (unless it is one that is never sent there: ``delegable=False``).
-        self.delegable = delegable and "workspace_id" in self.names
+        # A statement of one workspace: on Citus, sent through aurion_delegate to its worker.
+        self.delegable = "workspace_id" in self.names
         if self.delegable:
             DELEGABLE.add(self)
 
@@ -156,11 +155,6 @@ class Db:
                 await delegation.describe(connection, statement)
         self._delegation = delegation
         self._probed = True
-
-    @property
-    def delegates(self) -> bool:
-        """Whether statements go through ``aurion_delegate`` (a Citus cluster)."""
-        return self._delegation is not None
 
     async def fetchrow(
         self, statement: Statement, values: Mapping[str, Any]

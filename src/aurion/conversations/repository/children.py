@@ -261,7 +261,9 @@ batch AS (
                 "'child_id', s.first_child_id)",
             )
         }{response}
-SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
+SELECT (SELECT claimed FROM gate) AS claimed, {out}.{
+            "body, group_out.lengths" if coalesced else "body"
+        }, CASE
     WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
         {part["stray_detail"]}
         WHEN 'precondition_failed' THEN checked.version::text
@@ -270,8 +272,7 @@ SELECT (SELECT claimed FROM gate) AS claimed, {out}.body, CASE
         WHEN 'children_limit_reached' THEN greatest(:max_children - checked.n_children, 0)::text
     END) END AS refused
 FROM (VALUES (1)) AS one(x) LEFT JOIN checked ON true LEFT JOIN {out} ON true
-""",
-        delegable=not coalesced,
+"""
     )
 
 
@@ -313,8 +314,7 @@ CREATE_CHILDREN_IDEMPOTENT = _create_children_sql(
 # duplicate of a live key, or of an earlier item's, is not claimed: the request replays), a
 # parent's version goes up once per child, and the answer is each item's body, in request
 # order (null: not claimed). Any refusal refuses them all (nothing written): the service then
-# runs them one by one, so each gets its own answer. Never sent through aurion_delegate: on
-# Citus requests go one by one.
+# runs them apart, so each gets its own answer.
 GROUP_ITEM_COLUMNS: dict[str, str] = {
     "n": "integer",
     "parent_id": "uuid",
@@ -353,9 +353,12 @@ items AS (
 ), gate AS (
     SELECT EXISTS (SELECT 1 FROM items) AS claimed
 )"""
+# The bodies one after another, and each one's length in request order (null: not claimed):
+# scalar and json columns, which come back through aurion_delegate on Citus too.
 _GROUP_OUT = """
 group_out AS (
-    SELECT array_agg(r.body ORDER BY q.n) AS body
+    SELECT coalesce(string_agg(r.body, ''::bytea ORDER BY q.n), ''::bytea) AS body,
+        json_agg(length(r.body) ORDER BY q.n) AS lengths
     FROM requested q LEFT JOIN items i ON i.n = q.n LEFT JOIN rendered r ON r.id = i.child_id
 )"""
 CREATE_PLAIN_CHILDREN_TOGETHER = _create_children_sql(
@@ -423,4 +426,13 @@ async def create_plain_children_together(
     ``Refused`` if any item would be refused, and then nothing is written."""
     row = await db.fetchrow(CREATE_PLAIN_CHILDREN_TOGETHER, {**values, "items": _json(items)})
     assert row is not None
-    return list(row["body"])
+    joined: bytes = row["body"]
+    bodies: list[bytes | None] = []
+    start = 0
+    for length in row["lengths"]:  # json: decoded by the pool's connections (SQLAlchemy's codec)
+        if length is None:
+            bodies.append(None)
+        else:
+            bodies.append(joined[start : start + length])
+            start += length
+    return bodies
