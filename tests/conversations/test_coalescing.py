@@ -659,7 +659,7 @@ async def test_two_callers_locking_the_same_parents_in_opposite_orders_do_not_de
     assert await assert_counters_exact(engine, workspace) == 6 + 240
 
 
-# ----------------------------------------------- known defect: a group held up by a lock
+# ------------------------------------------------ a locked parent in a group, or behind it
 
 
 async def test_a_locked_parent_in_a_group_is_still_a_bounded_503(

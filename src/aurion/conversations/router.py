@@ -227,7 +227,8 @@ async def create_child_conversations_batch(
     """
     state = request.app.state
     claim = claim_for(request, body, idempotency_key)
-    async with state.turns.turn(conversation_id):  # in line with single creations
+    # In turn with the single creations that take turns per parent (not the coalesced ones).
+    async with state.turns.turn(conversation_id):
         result = await service.create_children(
             state.db,
             principal,
