@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000)
+    app.state.turns = Turns(settings.db_lock_timeout_ms / 1000, lanes=settings.coalesce_lanes)
     app.state.metrics = Metrics(app.state)
     app.state.verifier = TokenVerifier(settings)
     install_error_handlers(app)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     db_pgbouncer: bool = False
     # Bounds every row-lock wait (a parent under heavy concurrency, a duplicate Idempotency-Key).
     db_lock_timeout_ms: int = Field(default=3000, ge=0)
+    # Groups of coalesced child creations (README "Concurrent creations go together") of one
+    # caller that may run at once in a process.
+    coalesce_lanes: int = Field(default=2, ge=1, le=8)
 
     jwt_secret: str | None = DEV_JWT_SECRET
     jwt_public_key: str | None = None

@@ -33,6 +33,24 @@ class _Waiting:
     )
 
 
+@dataclass(eq=False, slots=True)
+class _Key:
+    """The requests of one key: those waiting, and the groups running (or forming) now."""
+
+    queue: deque[_Waiting] = field(default_factory=deque)
+    running: int = 0  # lanes taken: groups running or forming
+    # The sizes of the groups running now (a stalled group no longer counts).
+    sizes: list[int] = field(default_factory=list)
+    # A leader is gathering its group: those arriving meanwhile join it, and it is told
+    # (``changed``) when one arrives or a group ends.
+    forming: bool = False
+    changed: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        if self.changed is not None and not self.changed.done():
+            self.changed.set_result(None)
+
+
 class _Lead:
     """What a waiting request is told when its group is next and it runs it."""
 
@@ -49,17 +67,22 @@ class Turns:
         timeout_seconds: float,
         *,
         max_together: int = 32,
+        lanes: int = 1,
         stall_seconds: float | None = None,
     ) -> None:
         self._timeout = timeout_seconds
         self._max_together = max_together
+        # Groups of one key that may run at once. With two, the process is not idle while a
+        # group is in the database: the requests answered by the other are parsed, and form
+        # the next group, meanwhile (with one, the process and the statement take turns).
+        self._lanes = lanes
         # A statement of a group takes milliseconds; one still running after this is waiting
         # (on a lock): the next group starts meanwhile. Default: a tenth of the timeout, at
         # most 0.1 s.
         self._stall = min(0.1, timeout_seconds / 10) if stall_seconds is None else stall_seconds
         self._running: set[asyncio.Task[Any]] = set()
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-        self._queues: dict[Hashable, deque[_Waiting]] = {}
+        self._keys: dict[Hashable, _Key] = {}
 
     @asynccontextmanager
     async def turn(self, key: Hashable) -> AsyncIterator[None]:
@@ -90,60 +113,77 @@ class Turns:
     async def together(self, key: Hashable, value: Any, run: Group) -> Any:
         """``value``'s outcome from ``run``, which gets the values of one group of requests on
         ``key`` (in arrival order, at most ``max_together``) and returns each one's result or
-        exception, in the same order. Groups on one key run one after another, except that a
-        group still running after ``stall_seconds`` (waiting on a lock, say) lets the next one
-        start: one stuck group does not hold up the key's other requests."""
-        queue = self._queues.get(key)
-        if queue is None:  # nobody ahead: at once, alone (no timer, no future)
-            self._queues[key] = deque()
-            return await self._lead(key, value, run)
+        exception, in the same order. At most ``lanes`` groups of a key run at once; those
+        arriving meanwhile wait and form the next group. A group still running after
+        ``stall_seconds`` (waiting on a lock, say) frees its lane: one stuck group does not
+        hold up the key's other requests."""
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _Key()
+        if state.running < self._lanes and not state.forming and not state.queue:
+            state.running += 1  # a free lane: lead at once (no timer, no future)
+            return await self._lead(key, state, value, run)
         waiting = _Waiting(value)
-        queue.append(waiting)
-        outcome = await self._wait(key, queue, waiting, run)
+        state.queue.append(waiting)
+        state.notify()
+        outcome = await self._wait(key, state, waiting, run)
         if outcome is _LEAD:
-            return await self._lead(key, value, run)
+            return await self._lead(key, state, value, run)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    async def _wait(
-        self, key: Hashable, queue: deque[_Waiting], waiting: _Waiting, run: Group
-    ) -> Any:
+    async def _wait(self, key: Hashable, state: _Key, waiting: _Waiting, run: Group) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 return await asyncio.shield(waiting.future)
         except TimeoutError:
-            if waiting in queue:  # never taken into a group: give up the place
-                queue.remove(waiting)
+            if waiting in state.queue:  # never taken into a group: give up the place
+                state.queue.remove(waiting)
+                self._forget_if_idle(key, state)
                 raise
             return await waiting.future  # taken meanwhile: its outcome is on its way
         except asyncio.CancelledError:
-            if waiting in queue:
-                queue.remove(waiting)
+            if waiting in state.queue:
+                state.queue.remove(waiting)
+                self._forget_if_idle(key, state)
             elif waiting.future.done() and waiting.future.result() is _LEAD:
                 # Chosen to lead, but cancelled: its group still runs, and the queue goes on.
                 self._keep(asyncio.get_running_loop().create_task(
-                    self._lead(key, waiting.value, run)
+                    self._lead(key, state, waiting.value, run)
                 ))  # fmt: skip
             raise
 
-    async def _lead(self, key: Hashable, value: Any, run: Group) -> Any:
+    async def _lead(self, key: Hashable, state: _Key, value: Any, run: Group) -> Any:
         """Run the group of this request and those waiting now (as many as fit, in order),
-        answer the others, and hand over to the next one waiting."""
-        queue = self._queues[key]
-        others: list[_Waiting] = []
-        while queue and len(others) < self._max_together - 1:
-            waiting = queue.popleft()
-            if not waiting.future.done():
-                others.append(waiting)
+        answer the others, and free the lane for the next one waiting. Holds a lane."""
         handed = False
+        size = 0
 
         def hand_over() -> None:
             nonlocal handed
             if not handed:
                 handed = True
-                self._hand_over(key)
+                state.running -= 1
+                if size:
+                    state.sizes.remove(size)
+                    state.notify()
+                self._wake(key, state)
 
+        try:
+            await self._gather(state)
+        except BaseException:
+            hand_over()
+            raise
+        others: list[_Waiting] = []
+        while state.queue and len(others) < self._max_together - 1:
+            waiting = state.queue.popleft()
+            if not waiting.future.done():
+                others.append(waiting)
+        size = len(others) + 1
+        state.sizes.append(size)
+        if state.queue:  # more than fit: the next group may start in a free lane
+            self._wake(key, state)
         loop = asyncio.get_running_loop()
         stalled = loop.call_later(self._stall, hand_over)
         if not others:  # alone: cancelled with its request, like any statement
@@ -177,21 +217,53 @@ class Turns:
         self._keep(group)
         return _own((await asyncio.shield(group))[0])
 
+    async def _gather(self, state: _Key) -> None:
+        """While another group of the key runs, wait until as many have joined as it has
+        (or it ends, or ``stall_seconds`` pass): the groups in flight stay of a size, each
+        about half of the requests. Going at once would start a small group after every
+        large one, and the two would alternate: the process busy while the database waits
+        for it, then the other way round."""
+        if state.forming or not state.sizes:
+            return
+        state.forming = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stall
+        try:
+            while state.sizes and len(state.queue) + 1 < min(max(state.sizes), self._max_together):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                state.changed = loop.create_future()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await state.changed
+                except TimeoutError:
+                    break
+        finally:
+            state.forming = False
+            state.changed = None
+
     def _keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a task that nobody awaits until it ends (the loop keeps only a weak one)."""
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    def _hand_over(self, key: Hashable) -> None:
-        """Wake the first one waiting on ``key`` to lead the next group (it takes the others
-        waiting when it starts: those that came meanwhile too); or forget the key."""
-        queue = self._queues[key]
-        while queue:
-            waiting = queue.popleft()
-            if not waiting.future.done():
-                waiting.future.set_result(_LEAD)
-                return
-        del self._queues[key]
+    def _wake(self, key: Hashable, state: _Key) -> None:
+        """A lane is free: wake the first one waiting on ``key`` to lead the next group (it
+        takes the others waiting when it starts: those that came meanwhile too); or forget
+        the key."""
+        if state.running < self._lanes and not state.forming:
+            while state.queue:
+                waiting = state.queue.popleft()
+                if not waiting.future.done():
+                    state.running += 1
+                    waiting.future.set_result(_LEAD)
+                    return
+        self._forget_if_idle(key, state)
+
+    def _forget_if_idle(self, key: Hashable, state: _Key) -> None:
+        if state.running == 0 and not state.queue and self._keys.get(key) is state:
+            del self._keys[key]
 
 
 def _own(outcome: Any) -> Any:
