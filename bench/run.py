@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ratio-concurrency", type=int, default=32, help="the headline concurrency (32)")
     add("--concurrency", type=_ints, default=[],
         help="more comma-separated concurrencies, measured once each (none)")  # fmt: skip
-    add("--rounds", type=int, default=None, help="rounds at the headline concurrency (3; quick: 1)")
+    add("--rounds", type=int, default=None, help="rounds at the headline concurrency (5; quick: 1)")
     add("--parents", type=int, default=250, help="fresh parents per spread measurement (250)")
     add("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(TARGETS),
         help=f"comma-separated subset of {','.join(TARGETS)} (all)")  # fmt: skip
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.skip_data = args.skip_profile = True
         args.no_report = args.no_report or args.output is None
     args.duration = args.duration or (3 if args.quick else 8)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 5)
     args.concurrency = sorted({args.ratio_concurrency, *args.concurrency})
     return args
 

@@ -347,9 +347,10 @@ class ChildConversationCreate(ConversationContext):
 
     def overrides(self) -> dict[str, Any]:
         """The inherited fields this body sets, by name, in the inheritance table's order."""
-        return {
-            name: getattr(self, name) for name in INHERITED_FIELDS if name in self.model_fields_set
-        }
+        sent = self.model_fields_set
+        if not sent.isdisjoint(INHERITED_FIELDS):
+            return {name: getattr(self, name) for name in INHERITED_FIELDS if name in sent}
+        return {}
 
 
 class ChildConversationBatchCreate(BaseModel):

@@ -103,6 +103,14 @@ def _key_waited_too_long(exc: asyncpg.LockNotAvailableError) -> bool:
     return "idempotency_keys" in (getattr(exc, "context", None) or "")
 
 
+# The item's columns for overridden fields and the first message, by column: all null for a
+# child that overrides nothing and has no message (the usual case), built once.
+_OVERRIDE_KEYS = tuple((f"o_{column}", column) for column in repository.INHERITED_COLUMNS)
+_MESSAGE_KEYS = tuple((f"m_{column}", column) for column in repository.NEW_MESSAGE_COLUMNS)
+_NO_OVERRIDES = dict.fromkeys(key for key, _ in _OVERRIDE_KEYS)
+_NO_MESSAGE = dict.fromkeys(key for key, _ in _MESSAGE_KEYS)
+
+
 def _child_item(body: ChildConversationCreate, n: int) -> dict[str, Any]:
     """One child to create, as the statement's ``items`` take it (repository.ITEM_COLUMNS)."""
     overrides = body.overrides()
@@ -114,10 +122,14 @@ def _child_item(body: ChildConversationCreate, n: int) -> dict[str, Any]:
         "subject": body.subject,
         "overridden": list(overrides),
     }
-    for column in repository.INHERITED_COLUMNS:
-        item[f"o_{column}"] = overrides.get(column)
-    for column in repository.NEW_MESSAGE_COLUMNS:
-        item[f"m_{column}"] = message[column] if message is not None else None
+    if overrides:
+        item.update((key, overrides.get(column)) for key, column in _OVERRIDE_KEYS)
+    else:
+        item.update(_NO_OVERRIDES)
+    if message is not None:
+        item.update((key, message[column]) for key, column in _MESSAGE_KEYS)
+    else:
+        item.update(_NO_MESSAGE)
     item.update(
         copy_ids=copies,
         # Time-ordered ids, made in order: the copies (in the parent's order), then the message.
