@@ -263,15 +263,20 @@ batch AS (
         }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, {out}.{
             "body, group_out.lengths" if coalesced else "body"
-        }, CASE
-    WHEN checked.refusal IS NOT NULL THEN aurion_refuse(checked.refusal, CASE checked.refusal
+        }, (
+    -- One row whatever the number of parents: {out} is computed once.
+    SELECT aurion_refuse(checked.refusal, CASE checked.refusal
         {part["stray_detail"]}
         WHEN 'precondition_failed' THEN checked.version::text
         WHEN 'parent_merged' THEN checked.merged_into_id::text
         WHEN 'parent_is_child' THEN checked.parent_id::text
         WHEN 'children_limit_reached' THEN greatest(:max_children - checked.n_children, 0)::text
-    END) END AS refused
-FROM (VALUES (1)) AS one(x) LEFT JOIN checked ON true LEFT JOIN {out} ON true
+    END)
+    FROM checked
+    WHERE checked.refusal IS NOT NULL
+    LIMIT 1
+) AS refused
+FROM (VALUES (1)) AS one(x) LEFT JOIN {out} ON true
 """
     )
 
