@@ -191,6 +191,17 @@ def _creation(bench: Bench, runs: Runs) -> list[str]:
             f"{', '.join(fmt(x) for x in per_ref) or 'n/a'}; service/ORM "
             f"{', '.join(fmt(x) for x in per_orm) or 'n/a'}.",
         ]
+        others = [
+            f"{x}: {fmt(runs.ratio('service', 'reference', scenario, x))}"
+            for x in args.concurrency
+            if x != c and runs.pick("service", scenario, x) and runs.pick("reference", scenario, x)
+        ]
+        if others:
+            lines.append(
+                f"At the other concurrencies (one round each), service/reference: "
+                f"{'; '.join(others)}. A group's statement has a fixed cost, so the service "
+                "gains on the reference as more requests are in flight to share it."
+            )
     lines += [
         "",
         f"### Ratios at concurrency {c}",

@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--workers", type=int, default=2, help="uvicorn workers per HTTP target (2)")
     add("--duration", type=int, default=None, help="seconds per measurement (8; quick: 3)")
     add("--ratio-concurrency", type=int, default=32, help="the headline concurrency (32)")
-    add("--concurrency", type=_ints, default=[],
-        help="more comma-separated concurrencies, measured once each (none)")  # fmt: skip
+    add("--concurrency", type=_ints, default=None,
+        help="more concurrencies, one round each (16,64; quick: none)")  # fmt: skip
     add("--rounds", type=int, default=None, help="rounds at the headline concurrency (5; quick: 1)")
     add("--parents", type=int, default=250, help="fresh parents per spread measurement (250)")
     add("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(TARGETS),
@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.no_report = args.no_report or args.output is None
     args.duration = args.duration or (3 if args.quick else 8)
     args.rounds = args.rounds or (1 if args.quick else 5)
+    if args.concurrency is None:
+        args.concurrency = [] if args.quick else [16, 64]
     args.concurrency = sorted({args.ratio_concurrency, *args.concurrency})
     return args
 
