@@ -36,7 +36,8 @@ def start_targets(
     db: Database, *, workers: int, secret: str, pool: dict[str, str]
 ) -> dict[str, Server]:
     """The service as production runs it, and the two references with the same server
-    options (uvicorn, ``workers`` processes, uvloop, httptools, no access log)."""
+    (aurion/serving.py: uvicorn, ``workers`` processes each accepting on a socket of its own,
+    uvloop, httptools, no access log; bench/serve.py)."""
     base_env = {
         **os.environ,
         "DATABASE_URL": db.url,
@@ -57,10 +58,8 @@ def start_targets(
     }
     for name, module in APPS.items():
         port = free_port()
-        argv = [sys.executable, "-m", "uvicorn", f"{module}:create_app", "--factory"]
-        argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-        argv += ["--log-level", "warning"]
+        argv = [sys.executable, "-m", "bench.serve", f"{module}:create_app"]
+        argv += ["--port", str(port), "--workers", str(workers)]
         servers[name] = start_server(
             argv,
             name=name,

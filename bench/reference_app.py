@@ -6,8 +6,9 @@ Nothing else: no authentication, no lock, no limit, no idempotency (the bearer t
 Idempotency-Key the benchmark sends are ignored), no access log, no middleware. The workspace
 and actor come from the environment, as a token would give them.
 
-Run by the benchmark as ``uvicorn bench.reference_app:create_app --factory`` with the service's
-server options (uvloop, httptools, the same number of workers, the same pool size).
+Run by the benchmark as ``python -m bench.serve bench.reference_app:create_app`` with the
+service's server (aurion/serving.py: uvloop, httptools, the same number of workers, each on a
+socket of its own) and the same pool size.
 """
 
 from __future__ import annotations

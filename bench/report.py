@@ -138,8 +138,9 @@ def _the_run(bench: Bench, started: datetime, elapsed: float) -> list[str]:
         f"{bench.load_before}, after: {os.getloadavg()[0]:.2f})",
         f"- PostgreSQL {bench.db.server_version} (embedded, same machine, default durability), "
         f"Python {platform.python_version()}, code at {git_revision()}",
-        f"- Each HTTP target: uvicorn, {args.workers} workers, uvloop + httptools, {pool} per "
-        f"worker. Load: `wrk` (1 thread), {args.duration} s per measurement; pgbench "
+        f"- Each HTTP target: uvicorn, {args.workers} workers each accepting on a socket of its "
+        f"own (SO_REUSEPORT, aurion/serving.py), uvloop + httptools, {pool} per worker. "
+        f"Load: `wrk` (1 thread), {args.duration} s per measurement; pgbench "
         "`-M prepared`.",
         "- Every request sends a bearer token and a fresh `Idempotency-Key` (the reference and "
         f"the ORM version ignore both). The children limit is set to {CHILD_LIMIT:,} so every "

@@ -38,9 +38,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from aurion.db.migrate import upgrade
+    from aurion.serving import serve
 
     settings = get_settings()
     database = DatabaseLocation(settings)
@@ -59,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
             print("Database migrated to the latest revision.")
         if args.print_token and settings.jwt_secret:
             _print_demo(settings, url, args.workspace, f"http://{args.host}:{args.port}")
-        uvicorn.run(
+        serve(
             "aurion.app:create_app",
             factory=True,
             host=args.host,
@@ -257,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="Worker processes (default 1). Each has its own connection pool "
-        "(AURION_DB_POOL_SIZE); /metrics on any of them reports the sum over all of them.",
+        help="Worker processes (default 1). Each accepts connections on a socket of its own "
+        "(SO_REUSEPORT, on Linux), so that connections spread over them, and has its own "
+        "connection pool (AURION_DB_POOL_SIZE); /metrics on any of them reports the sum over "
+        "all of them.",
     )
     serve.add_argument(
         "--migrate",

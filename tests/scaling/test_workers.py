@@ -8,6 +8,9 @@ parent at once behave exactly like one.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +21,7 @@ import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
-from harness.server import Server
+from harness.server import Server, aurion_command
 from tests.support import TokenFactory
 
 
@@ -177,3 +180,49 @@ async def test_metrics_add_up_across_worker_processes(roomy: Server, auth: dict[
     counts = {_children_created(text) for text in scrapes}
     assert counts == {before + 40}
     assert all("aurion_db_pool_connections_in_use" in text for text in scrapes)
+
+
+def _accepted_by_each_worker(server: Server) -> list[int]:
+    """How many of the server's port's established connections each worker holds."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    return [
+        sum(
+            c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+        )
+        for pid in server.worker_pids()
+    ]
+
+
+async def test_connections_opened_at_once_are_spread_over_the_workers(roomy: Server) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT, aurion/serving.py): 32
+    connections opened in one burst and kept alive land on both workers (with one shared
+    socket, one worker often took nearly all of them, and kept them)."""
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=roomy.base_url, limits=limits, timeout=30) as client:
+        # Held open together: each request waits for a pooled connection of its own.
+        responses = await asyncio.gather(*(client.get("/healthz") for _ in range(32)))
+        assert {r.status_code for r in responses} == {200}
+        per_worker = _accepted_by_each_worker(roomy)
+    assert len(per_worker) == 2
+    # Linux hashes each connection to a socket: all 32 on one of two has odds of 2 in 2^32.
+    assert sum(per_worker) == 32, per_worker
+    assert min(per_worker) > 0, per_worker
+
+
+def test_a_port_already_in_use_fails_at_start() -> None:
+    """A port another program listens on is refused before any worker starts, as uvicorn alone
+    refuses it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*aurion_command(), "serve", "--port", str(port), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+        )
+    assert done.returncode != 0
+    assert "Address already in use" in done.stderr + done.stdout
