@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aurion.db.base import Base
@@ -22,6 +22,8 @@ class Event(Base):
     """
 
     __tablename__ = "events"
+    # Stored with toast_tuple_target = 8160: an event with its object (about 2.2 KB) stays
+    # inline and uncompressed (migration 0007_events_json).
     __table_args__ = (Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id"),)
 
     workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -31,4 +33,6 @@ class Event(Base):
     )
     type: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # json, not jsonb: the object an event carries is stored as the statement rendered it
+    # (migration 0007_events_json).
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -248,7 +248,7 @@ batch AS (
                 f"(SELECT r.*, i.event_id, {of_item} AS parent_id "
                 "FROM rendered r JOIN items i ON i.child_id = r.id)",
                 "s.event_id",
-                "jsonb_build_object('conversation_id', s.id, 'parent_id', s.parent_id, "
+                "json_build_object('conversation_id', s.id, 'parent_id', s.parent_id, "
                 "'conversation', s.doc)",
             )
         },{
@@ -257,7 +257,7 @@ batch AS (
                 "parent.reopened",
                 f"(SELECT * FROM ok WHERE ok.status IN {RESOLVED})",
                 "s.reopened_event_id",
-                "jsonb_build_object('conversation_id', s.id, 'reason', 'child_created', "
+                "json_build_object('conversation_id', s.id, 'reason', 'child_created', "
                 "'child_id', s.first_child_id)",
             )
         }{response}

@@ -78,7 +78,7 @@ conversation AS (
             "conversation.created",
             "rendered",
             ":event_id::uuid",
-            "jsonb_build_object('conversation_id', s.id, 'conversation', s.doc)",
+            "json_build_object('conversation_id', s.id, 'conversation', s.doc)",
         )
     }{response}
 SELECT (SELECT claimed FROM gate) AS claimed, rendered.body

@@ -70,7 +70,7 @@ cv AS (
         "conversation.deleted",
         "(SELECT * FROM plan WHERE kind = 'deleted')",
         "(:event_ids::uuid[])[1]",
-        "jsonb_build_object('conversation_id', s.id, 'children', s.payload -> 'children')",
+        "json_build_object('conversation_id', s.id, 'children', s.payload -> 'children')",
     )
 },{
     event_cte(
@@ -78,7 +78,7 @@ cv AS (
         "child.detached",
         "(SELECT * FROM plan WHERE kind = 'parent_deleted')",
         "(:event_ids::uuid[])[s.n + 1]",
-        "jsonb_build_object('conversation_id', s.id, 'parent_id', :conversation_id::uuid, "
+        "json_build_object('conversation_id', s.id, 'parent_id', :conversation_id::uuid, "
         "'reason', 'parent_deleted')",
     )
 }

@@ -95,7 +95,7 @@ cv AS (
         "child.detached",
         "(SELECT * FROM acts WHERE kind = 'child_detached')",
         "(:event_ids::uuid[])[1]",
-        "jsonb_build_object('conversation_id', :conversation_id::uuid, "
+        "json_build_object('conversation_id', :conversation_id::uuid, "
         "'parent_id', s.conversation_id)",
     )
 },{
@@ -104,7 +104,7 @@ cv AS (
         "child.attached",
         "(SELECT * FROM acts WHERE kind = 'child_attached')",
         "(:event_ids::uuid[])[2]",
-        "jsonb_build_object('conversation_id', :conversation_id::uuid, "
+        "json_build_object('conversation_id', :conversation_id::uuid, "
         "'parent_id', s.conversation_id)",
     )
 },{
@@ -113,7 +113,7 @@ cv AS (
         "parent.reopened",
         "(SELECT * FROM acts WHERE kind = 'reopened')",
         "(:event_ids::uuid[])[3]",
-        "jsonb_build_object('conversation_id', s.conversation_id, 'reason', 'child_attached', "
+        "json_build_object('conversation_id', s.conversation_id, 'reason', 'child_attached', "
         "'child_id', :conversation_id::uuid)",
     )
 }

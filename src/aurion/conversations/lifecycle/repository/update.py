@@ -152,7 +152,7 @@ o AS (
         "conversation.updated",
         "(SELECT r.*, ok.changes FROM rendered r, ok)",
         "(:event_ids::uuid[])[1]",
-        "jsonb_build_object('conversation_id', s.id, 'changes', s.changes, 'conversation', s.doc)",
+        "json_build_object('conversation_id', s.id, 'changes', s.changes, 'conversation', s.doc)",
     )
 },{
     event_cte(
@@ -160,7 +160,7 @@ o AS (
         "parent.reopened",
         "(SELECT * FROM acts WHERE kind = 'reopened')",
         "(:event_ids::uuid[])[s.n + 1]",
-        "jsonb_build_object('conversation_id', s.conversation_id, 'reason', 'child_reopened', "
+        "json_build_object('conversation_id', s.conversation_id, 'reason', 'child_reopened', "
         "'child_id', :conversation_id::uuid)",
     )
 },{
@@ -169,7 +169,7 @@ o AS (
         "parent.resolved_automatically",
         "(SELECT * FROM acts WHERE kind = 'resolved_automatically')",
         "(:event_ids::uuid[])[s.n + 1]",
-        "jsonb_build_object('conversation_id', s.conversation_id, "
+        "json_build_object('conversation_id', s.conversation_id, "
         "'reason', 'all_children_resolved', 'child_id', :conversation_id::uuid)",
     )
 },{
@@ -178,7 +178,7 @@ o AS (
         "child.resolved_with_parent",
         "(SELECT * FROM acts WHERE kind = 'resolved_with_parent')",
         "(:event_ids::uuid[])[s.n + 1]",
-        "jsonb_build_object('conversation_id', s.conversation_id, "
+        "json_build_object('conversation_id', s.conversation_id, "
         "'parent_id', :conversation_id::uuid)",
     )
 }
