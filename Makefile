@@ -73,7 +73,7 @@ format: install
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The benchmark (docs/performance.md; about 20 minutes with the scale-out part). Not part of
+# The benchmark (docs/performance.md; about 22 minutes with the scale-out part). Not part of
 # `make test`. BENCH_ARGS passes options (BENCH_ARGS="--help" lists them), e.g.
 # BENCH_ARGS="--quick": a smoke run of a minute or two that writes no report. SCALE_OUT_ARGS
 # passes the scale-out part's (--quick too, implied by BENCH_ARGS="--quick").

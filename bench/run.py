@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description=(__doc__ or "").split("\n")[0],
-        epilog="A full run takes about 10 minutes; --quick about 1.",
+        epilog="A full run takes about 16 minutes; --quick about 1.",
     )
     add = parser.add_argument
     add("--quick", action="store_true",
