@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from aurion.serving import serve
+from aurion.serving import OPTIONS, serve
 
 
 def main() -> None:
@@ -18,16 +18,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     serve(
-        args.app,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
+        args.app, host=args.host, port=args.port, workers=args.workers, **OPTIONS,
         log_level="warning",
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from aurion.db.migrate import upgrade
-    from aurion.serving import serve
+    from aurion.serving import OPTIONS, serve
 
     settings = get_settings()
     database = DatabaseLocation(settings)
@@ -60,14 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
             _print_demo(settings, url, args.workspace, f"http://{args.host}:{args.port}")
         serve(
             "aurion.app:create_app",
-            factory=True,
             host=args.host,
             port=args.port,
             workers=args.workers,
-            loop="uvloop",
-            http="httptools",
+            **OPTIONS,
             log_config=None,
-            access_log=False,
             proxy_headers=True,
             timeout_graceful_shutdown=args.graceful_timeout,
         )

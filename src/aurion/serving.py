@@ -26,6 +26,15 @@ from uvicorn.supervisors import Multiprocess
 
 # The backlog uvicorn gives its own socket.
 _BACKLOG = 2048
+# How every HTTP server of the project runs an app (``aurion serve``, and the benchmark's
+# reference and ORM version, bench/serve.py): its factory, uvloop, httptools, and no uvicorn
+# access log (the service writes its own).
+OPTIONS: dict[str, Any] = {
+    "factory": True,
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+}
 
 
 class OwnSocket:

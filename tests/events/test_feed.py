@@ -87,21 +87,9 @@ class TestListEvents:
             "parent_id": parent["id"],
             "conversation": child,
         }
-
-    async def test_an_event_carries_the_very_bytes_of_the_object_answered(
-        self,
-        client: httpx.AsyncClient,
-        create_parent: Factory,
-        auth: dict[str, str],
-        feed_auth: dict[str, str],
-    ) -> None:
-        # events.data is json, not jsonb (migration 0007_events_json): the object is stored
-        # as the statement rendered it for the response, keys in the same order.
-        parent = await create_parent()
-        created = await client.post(child_url(parent["id"]), json={"subject": "c"}, headers=auth)
-        assert created.status_code == 201
+        # events.data is json, not jsonb (migration 0007_events_json): the object as the API
+        # answered it, byte for byte (same keys, same order).
         page = await client.get(FEED, params={"types": "child.created"}, headers=feed_auth)
-        assert page.status_code == 200
         assert b'"conversation" : ' + created.content in page.content
 
     async def test_reopening_a_parent_is_an_event(
