@@ -205,8 +205,9 @@ async def test_connections_opened_at_once_are_spread_over_the_workers(roomy: Ser
         assert {r.status_code for r in responses} == {200}
         per_worker = _accepted_by_each_worker(roomy)
     assert len(per_worker) == 2
-    # Linux hashes each connection to a socket: all 32 on one of two has odds of 2 in 2^32.
-    assert sum(per_worker) == 32, per_worker
+    # Linux hashes each connection to a socket: all of them on one of two has odds of 2 in
+    # 2^n. (httpx may reuse a connection that answered early, so n can be less than 32.)
+    assert sum(per_worker) >= 16, per_worker
     assert min(per_worker) > 0, per_worker
 
 
