@@ -134,25 +134,37 @@ class Turns:
         return outcome
 
     async def _wait(self, key: Hashable, state: _Key, waiting: _Waiting, run: Group) -> Any:
+        # One timer handle, not asyncio.timeout + shield (a scope, a task and a future more per
+        # waiting request: about 5 µs of CPU, measured). It only ends a wait that is still in
+        # the queue: one taken into a group meanwhile gets its outcome from the group.
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout, self._expire, key, state, waiting
+        )
         try:
-            async with asyncio.timeout(self._timeout):
-                return await asyncio.shield(waiting.future)
-        except TimeoutError:
-            if waiting in state.queue:  # never taken into a group: give up the place
-                state.queue.remove(waiting)
-                self._forget_if_idle(key, state)
-                raise
-            return await waiting.future  # taken meanwhile: its outcome is on its way
+            return await waiting.future
         except asyncio.CancelledError:
             if waiting in state.queue:
                 state.queue.remove(waiting)
                 self._forget_if_idle(key, state)
-            elif waiting.future.done() and waiting.future.result() is _LEAD:
+            elif (
+                not waiting.future.cancelled()
+                and waiting.future.done()
+                and waiting.future.result() is _LEAD
+            ):
                 # Chosen to lead, but cancelled: its group still runs, and the queue goes on.
                 self._keep(asyncio.get_running_loop().create_task(
                     self._lead(key, state, waiting.value, run)
                 ))  # fmt: skip
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, key: Hashable, state: _Key, waiting: _Waiting) -> None:
+        """The wait timed out: give up the place if it was never taken into a group."""
+        if waiting in state.queue and not waiting.future.done():
+            state.queue.remove(waiting)
+            self._forget_if_idle(key, state)
+            waiting.future.set_exception(TimeoutError())
 
     async def _lead(self, key: Hashable, state: _Key, value: Any, run: Group) -> Any:
         """Run the group of this request and those waiting now (as many as fit, in order),
@@ -227,19 +239,23 @@ class Turns:
             return
         state.forming = True
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stall
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            state.notify()
+
+        # One timer for the whole wait, not a timeout scope per arrival.
+        timer = loop.call_later(self._stall, expire)
         try:
             while state.sizes and len(state.queue) + 1 < min(max(state.sizes), self._max_together):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if expired:
                     break
                 state.changed = loop.create_future()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await state.changed
-                except TimeoutError:
-                    break
+                await state.changed
         finally:
+            timer.cancel()
             state.forming = False
             state.changed = None
 
