@@ -174,6 +174,56 @@ class TestAccessLog:
         assert vars(record)["workspace_id"] is None
 
 
+# ---------------------------------------------------------------- OpenTelemetry
+
+# Run in a process of its own: an OpenTelemetry SDK provider, once set, is global for good.
+_TRACED_REQUEST = """
+import asyncio, json, sys
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.support import make_settings, started_app
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+async def main() -> None:
+    settings = make_settings(sys.argv[1], opentelemetry=sys.argv[2] == "on")
+    async for app in started_app(settings):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/healthz")).status_code == 200
+    print(json.dumps([span.name for span in exporter.get_finished_spans()]))
+
+asyncio.run(main())
+"""
+
+
+class TestOpenTelemetry:
+    """FastAPI's native OpenTelemetry reports requests to the configured (global) providers
+    when AURION_OPENTELEMETRY is true, and costs nothing per request when it is not."""
+
+    @pytest.mark.parametrize("setting", ["on", "off"])
+    def test_spans_only_when_turned_on(self, database_url: str, setting: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _TRACED_REQUEST, database_url, setting],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        spans = json.loads(done.stdout.strip().splitlines()[-1])
+        if setting == "on":
+            assert any("/healthz" in name for name in spans), spans
+        else:
+            assert spans == []
+
+
 # ---------------------------------------------------------------- health and readiness
 
 

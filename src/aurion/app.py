@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
 
 from aurion import __version__
@@ -44,6 +45,8 @@ from aurion.webhooks.delivery import Deliverer, delivery_engine
 from aurion.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("aurion.app")
+# FastAPI's native OpenTelemetry, unless AURION_OPENTELEMETRY is set (settings.py).
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 DESCRIPTION = """
 The Aurion Conversations API: helpdesk conversations (support tickets with messages) and,
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         # Served by install_docs: local assets, and routes the access log can name.
         openapi_url=None,
         docs_url=None,
