@@ -32,7 +32,7 @@ import asyncpg
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
 from bench.common import ACTOR, SCOPES, WORK, WORKSPACE, log
-from bench.database import Database
+from bench.database import Database, run_sql
 from bench.driver import check_create, run_wrk, start_targets
 from bench.measurement import CpuMeter
 
@@ -59,20 +59,12 @@ class _Machine:
         return cls(ticks, usage.ru_utime + usage.ru_stime)
 
 
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg", "postgresql")
-
-
-async def _wal_lsn(url: str) -> int:
-    connection = await asyncpg.connect(_dsn(url))
-    try:
-        return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
-    finally:
-        await connection.close()
+def _wal_lsn(url: str) -> int:
+    return int(run_sql(url, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
 
 
 async def _sample_activity(url: str, stop: threading.Event, counts: Counter[str]) -> int:
-    connection = await asyncpg.connect(_dsn(url))
+    connection = await asyncpg.connect(url)
     samples = 0
     try:
         while not stop.is_set():
@@ -102,7 +94,7 @@ def measure(
     sampler = threading.Thread(
         target=lambda: samples.append(asyncio.run(_sample_activity(db.url, stop, counts)))
     )
-    lsn_before = asyncio.run(_wal_lsn(db.url))
+    lsn_before = _wal_lsn(db.url)
     meter = CpuMeter(*pids)
     before = _Machine.now()
     sampler.start()
@@ -120,7 +112,7 @@ def measure(
     after = _Machine.now()
     requests = max(int(data["requests"]), 1)
     app_ms, pg_ms = meter.per_request_ms(requests)
-    wal = asyncio.run(_wal_lsn(db.url)) - lsn_before
+    wal = _wal_lsn(db.url) - lsn_before
     ticks = [b - a for a, b in zip(before.ticks, after.ticks, strict=True)]
     total = sum(ticks) or 1
     share = {name: 100 * t / total for name, t in zip(_CPU_FIELDS, ticks, strict=True)}
