@@ -238,6 +238,18 @@ async def test_a_burst_over_four_parents_goes_in_fewer_statements_each_answered_
             }
         assert await assert_counters_exact(engine, workspace) == 44
         assert await stored_keys(engine, workspace) == {f"burst-{i}" for i in range(40)}
+        # Each key's response is its child's child.created event: the object is stored once.
+        stored = await rows(
+            engine,
+            "SELECT r.key, r.body IS NULL AS by_reference, e.type, "
+            "e.data ->> 'conversation_id' AS child_id FROM idempotency_responses r "
+            "LEFT JOIN events e ON e.workspace_id = r.workspace_id AND e.id = r.event_id "
+            "WHERE r.workspace_id = :w",
+            w=workspace,
+        )
+        assert {r.key: (r.by_reference, r.type, r.child_id) for r in stored} == {
+            f"burst-{i}": (True, "child.created", child["id"]) for i, child in enumerate(children)
+        }
 
         # Replays (at once too): the very same bytes and headers, and nothing written.
         before = await count_rows(engine, workspace)

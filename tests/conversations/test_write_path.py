@@ -205,3 +205,59 @@ async def test_children_of_one_parent_take_turns_and_a_stuck_row_is_a_bounded_50
         )
     assert [r.status_code for r in burst] == [201] * 30
     assert await assert_counters_exact(engine, workspace) == 31
+
+
+async def test_a_created_object_is_stored_once_and_replayed_from_its_event(
+    client: httpx.AsyncClient, engine: AsyncEngine, workspace: str, auth: dict[str, str]
+) -> None:
+    def keyed() -> dict[str, str]:
+        return {**auth, "Idempotency-Key": str(uuid.uuid4())}
+
+    parent_key, batch_key = keyed(), keyed()
+    parent = await client.post("/api/v2/conversations", json={"subject": "p"}, headers=parent_key)
+    url = child_url(parent.json()["id"])
+    requests = {
+        "conversation": ("/api/v2/conversations", {"subject": "p"}, parent_key),
+        "child": (url, {"subject": "c"}, keyed()),
+        "rich child": (url, {"subject": "r", "priority": "low", "tags": []}, keyed()),
+        "batch": (url + "/batch", {"children": [{"subject": "b"}] * 2}, batch_key),
+    }
+    first = {"conversation": parent}
+    for name, (path, body, headers) in requests.items():
+        if name not in first:
+            first[name] = await client.post(path, json=body, headers=headers)
+        assert first[name].status_code == 201, first[name].text
+
+    async with engine.connect() as conn:
+        stored = {
+            r.key: r
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT r.key, r.body, e.type, e.data ->> 'conversation_id' AS object "
+                        "FROM idempotency_responses r LEFT JOIN events e "
+                        "ON e.workspace_id = r.workspace_id AND e.id = r.event_id "
+                        "WHERE r.workspace_id = :w"
+                    ),
+                    {"w": workspace},
+                )
+            ).all()
+        }
+    # The object is in its event only; a batch's {"items": [...]} is no event's: kept as sent.
+    for name, event_type in (
+        ("conversation", "conversation.created"),
+        ("child", "child.created"),
+        ("rich child", "child.created"),
+    ):
+        row = stored[requests[name][2]["Idempotency-Key"]]
+        assert (row.body, row.type, row.object) == (None, event_type, first[name].json()["id"])
+    batch_row = stored[batch_key["Idempotency-Key"]]
+    assert (bytes(batch_row.body), batch_row.type) == (first["batch"].content, None)
+
+    for name, (path, body, headers) in requests.items():
+        again = await client.post(path, json=body, headers=headers)
+        assert again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first[name].content, f"{name}: the very same bytes"
+        for header in ("location", "etag"):
+            assert again.headers.get(header) == first[name].headers.get(header)

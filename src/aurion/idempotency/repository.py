@@ -3,7 +3,8 @@
 A write statement that takes an Idempotency-Key starts with ``CLAIM_CTE`` and ends with
 ``RESPONSE_CTE``: the claim is its first write, so a concurrent duplicate waits on the key (then
 replays), not on the rows the request works on; the response, rendered by the statement, is
-stored beside it. A statement without a key uses ``UNCLAIMED_CTE`` instead, so both variants
+stored beside it (or, when it is the object an event of the statement carries, a reference to
+that event). A statement without a key uses ``UNCLAIMED_CTE`` instead, so both variants
 share the rest of their text. Every statement filters on the workspace and the caller.
 """
 
@@ -43,12 +44,20 @@ gate AS (
 
 
 def response_cte(
-    status_code: int, rendered: str, location_prefix: str | None, key: str = ":key"
+    status_code: int,
+    rendered: str,
+    location_prefix: str | None,
+    key: str = ":key",
+    event_id: str | None = None,
 ) -> str:
     """Store the response of the CTE ``rendered`` (columns body, id, version: the body, and
     the created resource's id and version for ``Location`` and ``ETag``) for the key. Without
     a ``location_prefix`` (a response that is not one resource) there are no such headers.
     ``key`` is the key's SQL: the parameter, or a column of ``rendered`` (one key a row).
+
+    ``event_id``: SQL (over ``rendered``'s row ``r``) of the event, written by the same
+    statement, whose ``data -> 'conversation'`` is the body: the response refers to it instead
+    of storing the object a second time (``STORED_SQL`` reads it back, the same bytes).
 
     Conflicts only with the response of an expired key this statement took over.
     """
@@ -58,21 +67,28 @@ def response_cte(
         else f"""jsonb_build_object('location', '{location_prefix}' || r.id,
                               'etag', '"' || r.version || '"')"""
     )
+    body, event = ("r.body", "NULL::uuid") if event_id is None else ("NULL::bytea", event_id)
     return f"""
 response AS (
-    INSERT INTO idempotency_responses (workspace_id, subject, key, status_code, body, headers)
-    SELECT :workspace_id, :caller, {key}, {status_code}, r.body, {headers}
+    INSERT INTO idempotency_responses
+        (workspace_id, subject, key, status_code, body, event_id, headers)
+    SELECT :workspace_id, :caller, {key}, {status_code}, {body}, {event}, {headers}
     FROM {rendered} r
     ON CONFLICT (workspace_id, subject, key) DO UPDATE
-        SET status_code = EXCLUDED.status_code, body = EXCLUDED.body, headers = EXCLUDED.headers
+        SET status_code = EXCLUDED.status_code, body = EXCLUDED.body,
+            event_id = EXCLUDED.event_id, headers = EXCLUDED.headers
 )"""
 
 
+# The body of a response stored by reference is its event's object, as the event stored it.
 STORED_SQL = Statement("""
-SELECT k.fingerprint, r.status_code, r.body, r.headers::text AS headers
+SELECT k.fingerprint, r.status_code,
+    coalesce(r.body, convert_to((e.data -> 'conversation')::text, 'UTF8')) AS body,
+    r.headers::text AS headers
 FROM idempotency_keys k
 LEFT JOIN idempotency_responses r
     ON r.workspace_id = k.workspace_id AND r.subject = k.subject AND r.key = k.key
+LEFT JOIN events e ON e.workspace_id = r.workspace_id AND e.id = r.event_id
 WHERE k.workspace_id = :workspace_id AND k.subject = :caller AND k.key = :key
 """)
 

@@ -314,7 +314,8 @@ batch_rendered AS (
 
 _ONE_ITEM = _one_item(name for name in ITEM_COLUMNS if name != "n")
 _PLAIN_ITEM = _one_item(PLAIN_ITEM_COLUMNS)
-_CHILD_RESPONSE = "," + response_cte(201, "rendered", LOCATION_PREFIX)
+# The response refers to the child.created event, which carries the same object.
+_CHILD_RESPONSE = "," + response_cte(201, "rendered", LOCATION_PREFIX, event_id=":event_id::uuid")
 CREATE_CHILD = _create_children_sql(UNCLAIMED_CTE, _ONE_ITEM, "rendered", "")
 CREATE_CHILD_IDEMPOTENT = _create_children_sql(CLAIM_CTE, _ONE_ITEM, "rendered", _CHILD_RESPONSE)
 CREATE_PLAIN_CHILD = _create_children_sql(UNCLAIMED_CTE, _PLAIN_ITEM, "rendered", "", rich=False)
@@ -395,10 +396,11 @@ CREATE_PLAIN_CHILDREN_TOGETHER = _create_children_sql(
     ","
     + response_cte(
         201,
-        "(SELECT r.*, i.key FROM rendered r JOIN items i ON i.child_id = r.id "
+        "(SELECT r.*, i.key, i.event_id FROM rendered r JOIN items i ON i.child_id = r.id "
         "WHERE i.key IS NOT NULL)",
         LOCATION_PREFIX,
         key="r.key",
+        event_id="r.event_id",
     )
     + ","
     + _GROUP_OUT,

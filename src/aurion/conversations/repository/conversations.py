@@ -88,7 +88,9 @@ FROM (VALUES (1)) AS one(x) LEFT JOIN rendered ON true
 
 CREATE_CONVERSATION = _create_conversation_sql(UNCLAIMED_CTE, "")
 CREATE_CONVERSATION_IDEMPOTENT = _create_conversation_sql(
-    CLAIM_CTE, "," + response_cte(201, "rendered", LOCATION_PREFIX)
+    # The response refers to the conversation.created event, which carries the same object.
+    CLAIM_CTE,
+    "," + response_cte(201, "rendered", LOCATION_PREFIX, event_id=":event_id::uuid"),
 )
 
 
