@@ -149,9 +149,11 @@ def _the_run(bench: Bench, started: datetime, elapsed: float) -> list[str]:
         f"{args.parents} of them; **one parent** sends every request to a single one (a burst "
         "of children under one ticket: the service's parent lock serialises them).",
         f"- Interleaved rounds: concurrency {args.ratio_concurrency} is measured {args.rounds} "
-        "time(s); each round runs both scenarios for every target back to back, in an order "
-        "that rotates from round to round. Tables show medians; ratios are the median of the "
-        "per-round ratios.",
+        "time(s); each round runs both scenarios for every target back to back, in a "
+        "counterbalanced order (the rows of a Williams design: over the rounds each target "
+        "runs in every position and right after every other target alike, so what one run "
+        "leaves to the next is spread evenly). Tables show medians; ratios are the median of "
+        "the per-round ratios.",
         "",
     ]
 

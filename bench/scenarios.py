@@ -5,12 +5,13 @@
   the service's parent lock serialises the requests);
 
 each for every target (pgbench, reference, orm, service) in interleaved rounds: a round runs
-both scenarios for every target back to back, in an order that rotates from round to round,
-so the machine's noise hits every target alike; the report takes medians over rounds. Then
-richer child creation (SPEC §9, the service only): a **split** (a child with overrides, a note
-and 5 copied messages) and a **batch of 10** children, in rounds of their own. Then the
-data-size scenario (child creation and GET with no messages, then with 1,000,000 more
-conversations and 10,000 messages per parent), a py-spy profile, and peak memory.
+both scenarios for every target back to back, in a counterbalanced order (``balanced_order``),
+so the machine's noise, and what one run leaves to the next, hit every target alike; the
+report takes medians over rounds. Then richer child creation (SPEC §9, the service only): a
+**split** (a child with overrides, a note and 5 copied messages) and a **batch of 10**
+children, in rounds of their own. Then the data-size scenario (child creation and GET with no
+messages, then with 1,000,000 more conversations and 10,000 messages per parent), a py-spy
+profile, and peak memory.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aurion.auth.tokens import mint_token
 from aurion.settings import Settings
@@ -49,6 +51,30 @@ COPIES, BATCH_SIZE = 5, 10
 # The data-size scenario's parts.
 NO_MESSAGES, LARGE = "no messages", "large"
 GET_NONE, GET_200, GET_10K = "GET, no messages", "GET, 200 messages", "GET, 10k messages"
+
+T = TypeVar("T")
+
+
+def balanced_order(items: Sequence[T], round_no: int) -> list[T]:
+    """The order of ``items`` in round ``round_no``: a row of a Williams design (a balanced
+    Latin square). Over n rounds (2n when n is odd) each item runs once in every position and
+    once right after every other item, so what a run leaves behind (a server still answering
+    its last requests, autovacuum after many writes, a checkpoint) falls on every target alike.
+    A rotation keeps the same neighbours in every round: with it the service always ran right
+    after the ORM version, and the reference right after pgbench."""
+    n = len(items)
+    first = [0]  # 0, 1, n-1, 2, n-2, ...
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    row = round_no % (2 * n if n % 2 else n)
+    order = [items[(i + row) % n] for i in first]
+    # n odd: the second n rows are the first n reversed.
+    return order[::-1] if row >= n else order
 
 
 class Bench:
@@ -194,8 +220,7 @@ class Bench:
             for r in range(rounds):
                 scenarios = CREATION if r % 2 == 0 else CREATION[::-1]
                 for scenario in scenarios:
-                    shift = r % len(targets)
-                    for target in targets[shift:] + targets[:shift]:
+                    for target in balanced_order(targets, r):
                         parents, run = self._fresh(scenario, target, concurrency)
                         self.measure(
                             target, scenario, concurrency, parents=parents, run=run, round_no=r
