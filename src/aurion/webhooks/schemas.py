@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from aurion.conversations.fields import Label
 from aurion.events.schemas import EventType
 
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -31,9 +32,9 @@ Url = Annotated[
     StringConstraints(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$"),
     AfterValidator(_no_control),
 ]
-Description = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_no_control)
-]
+# A label (at most 255 characters, no control characters: the OpenAPI document says so too,
+# as a pattern), its surrounding whitespace stripped.
+Description = Annotated[Label, StringConstraints(strip_whitespace=True)]
 _ID = "0193b0a2-7c4e-7d1a-9f3e-2b8c4d5e6f80"
 _URL = "https://hooks.example.com/aurion"
 _TYPES = ["child.created", "parent.reopened"]
