@@ -13,7 +13,10 @@ request alone (BearerScope). For such a route the fast path below does only this
    ``dependant``: ``request_body_to_args``, and for parameters ``request_params_to_args``
    with what it re-derives on every request (is the field a model, a sequence, under which
    key) derived once per route (``_params_reader``: 33 -> 5 µs a request for the child
-   route's path and headers, measured);
+   route's path and headers, measured). A body that is one model (every hot route's) is
+   validated from its bytes by the field's own pydantic adapter (``validate_json``: parsed
+   and validated in one pass, 7.7 -> 5.0 µs for a plain child's body, measured) instead of
+   ``json.loads`` and then ``request_body_to_args``;
 2. call each sub-dependency with the request, then the endpoint, and return its Response.
 
 Everything else is FastAPI's normal handler, run from the start on the same request (the body
@@ -40,9 +43,11 @@ from typing import Any
 from fastapi._compat import ModelField, Undefined, field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import (
+    _get_form_models,
     _get_param_aliases,
     _get_param_model,
     _is_json_field,
+    _should_embed_body_fields,
     _validate_value_with_model_field,
     request_body_to_args,
     request_params_to_args,
@@ -165,6 +170,22 @@ def _params_reader(
     return read
 
 
+def _json_body_validator(
+    body_params: list[ModelField], embed_body_fields: bool
+) -> tuple[str, Callable[[bytes], Any]] | None:
+    """For a route whose body is one model, not embedded (the body IS the model): the
+    parameter's name and its validator straight from the JSON bytes (pydantic-core parses and
+    validates in one pass, where ``request.json()`` then ``request_body_to_args`` build the
+    Python objects first and validate them after). None for any other body."""
+    if len(body_params) != 1 or embed_body_fields or _should_embed_body_fields(body_params):
+        return None
+    field = body_params[0]
+    adapter = getattr(field, "_type_adapter", None)
+    if _get_form_models(field) or _is_json_field(field) or adapter is None:
+        return None
+    return field.name, adapter.validate_json
+
+
 def _raising_receive(error: Exception) -> Callable[[], Awaitable[Message]]:
     async def receive() -> Message:
         raise error
@@ -213,6 +234,7 @@ class LeanRoute(APIRoute):
         ]  # fmt: skip
         body_params = dependant.body_params
         embed_body_fields = route._embed_body_fields
+        json_body = _json_body_validator(body_params, embed_body_fields) if body_params else None
         overrides_provider = route.dependency_overrides_provider
 
         async def handler(request: Request) -> Response:
@@ -236,15 +258,22 @@ class LeanRoute(APIRoute):
                     return await normal(Request(request.scope, _raising_receive(exc)))
                 if not body or request.headers.get("content-type") != _JSON:
                     return await normal(request)
-                try:
-                    received_body = await request.json()
-                except Exception:  # FastAPI's handler parses it again and answers
-                    return await normal(request)
-                found, failed = await request_body_to_args(
-                    body_params, received_body, embed_body_fields
-                )
-                values.update(found)
-                errors += failed
+                if json_body is not None:
+                    name, validate_json = json_body
+                    try:
+                        values[name] = validate_json(body)
+                    except Exception:  # invalid, or not JSON: FastAPI's handler answers
+                        return await normal(request)
+                else:
+                    try:
+                        received_body = await request.json()
+                    except Exception:  # FastAPI's handler parses it again and answers
+                        return await normal(request)
+                    found, failed = await request_body_to_args(
+                        body_params, received_body, embed_body_fields
+                    )
+                    values.update(found)
+                    errors += failed
             if errors:  # FastAPI's handler builds the 422, after the dependencies as always
                 return await normal(request)
             for name, call, sub_request_name in subs:
