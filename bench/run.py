@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.common import ROOT, WORK, log
 from bench.driver import TARGETS
 from bench.report import build_report
-from bench.scenarios import Bench
+from bench.scenarios import Bench, balanced_rounds
 
 OUTPUT = ROOT / "docs" / "performance.md"
 
@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ratio-concurrency", type=int, default=32, help="the headline concurrency (32)")
     add("--concurrency", type=_ints, default=None,
         help="more concurrencies, one round each (16,64; quick: none)")  # fmt: skip
-    add("--rounds", type=int, default=None, help="rounds at the headline concurrency (5; quick: 1)")
+    add("--rounds", type=int, default=None,
+        help="rounds at the headline concurrency (at least 5, whole counterbalanced designs: 8 "
+        "for the four targets; quick: 1)")  # fmt: skip
     add("--parents", type=int, default=250, help="fresh parents per spread measurement (250)")
     add("--targets", type=lambda s: [x for x in s.split(",") if x], default=list(TARGETS),
         help=f"comma-separated subset of {','.join(TARGETS)} (all)")  # fmt: skip
@@ -79,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.skip_data = args.skip_profile = True
         args.no_report = args.no_report or args.output is None
     args.duration = args.duration or (3 if args.quick else 8)
-    args.rounds = args.rounds or (1 if args.quick else 5)
+    args.rounds = args.rounds or (1 if args.quick else balanced_rounds(len(args.targets)))
     if args.concurrency is None:
         args.concurrency = [] if args.quick else [16, 64]
     args.concurrency = sorted({args.ratio_concurrency, *args.concurrency})

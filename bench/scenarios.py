@@ -55,6 +55,18 @@ GET_NONE, GET_200, GET_10K = "GET, no messages", "GET, 200 messages", "GET, 10k 
 T = TypeVar("T")
 
 
+def design_rounds(n: int) -> int:
+    """The rounds of one Williams design for ``n`` items (``balanced_order`` repeats after)."""
+    return 2 * n if n % 2 else n
+
+
+def balanced_rounds(n: int, at_least: int = 5) -> int:
+    """The fewest rounds, at least ``at_least``, that are whole designs for ``n`` targets: a
+    cut design is no longer balanced (5 rounds of four targets ran round 1's order twice)."""
+    period = design_rounds(n)
+    return period * -(-at_least // period)
+
+
 def balanced_order(items: Sequence[T], round_no: int) -> list[T]:
     """The order of ``items`` in round ``round_no``: a row of a Williams design (a balanced
     Latin square). Over n rounds (2n when n is odd) each item runs once in every position and
@@ -71,7 +83,7 @@ def balanced_order(items: Sequence[T], round_no: int) -> list[T]:
         if len(first) < n:
             first.append(high)
             high -= 1
-    row = round_no % (2 * n if n % 2 else n)
+    row = round_no % design_rounds(n)
     order = [items[(i + row) % n] for i in first]
     # n odd: the second n rows are the first n reversed.
     return order[::-1] if row >= n else order

@@ -7,7 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from bench.scenarios import balanced_order
+from bench.run import parse_args
+from bench.scenarios import balanced_order, balanced_rounds, design_rounds
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
@@ -31,3 +32,17 @@ def test_the_four_targets_no_longer_keep_their_neighbours() -> None:
     before_service = {balanced_order(targets, r)[balanced_order(targets, r).index("service") - 1]
                       for r in range(4) if balanced_order(targets, r)[0] != "service"}  # fmt: skip
     assert before_service == {"pgbench", "reference", "orm"}
+
+
+@pytest.mark.parametrize(("n", "rounds"), [(1, 6), (2, 6), (3, 6), (4, 8), (5, 10)])
+def test_the_default_rounds_are_whole_designs(n: int, rounds: int) -> None:
+    assert balanced_rounds(n) == rounds
+    assert rounds % design_rounds(n) == 0
+    assert rounds >= 5
+
+
+def test_make_bench_runs_two_whole_designs_for_its_four_targets() -> None:
+    assert parse_args([]).rounds == 8
+    assert parse_args(["--quick"]).rounds == 1
+    assert parse_args(["--targets", "reference,service"]).rounds == 6
+    assert parse_args(["--rounds", "3"]).rounds == 3
