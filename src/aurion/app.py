@@ -90,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Everything built so far lives as long as the process: out of the collector's sight,
         # so that a full collection does not walk the whole application again and again.
         gc.freeze()
+        # And collections far apart: they walk the objects of the requests in flight, which
+        # reference counting frees anyway (README "Performance", settings.gc_gen0_threshold).
+        if settings.gc_gen0_threshold:
+            gc.set_threshold(settings.gc_gen0_threshold, *gc.get_threshold()[1:])
         deliverer = None
         if settings.webhook_delivery:
             # Off the request path: its own connections, its own task, bounded concurrency.
