@@ -164,6 +164,19 @@ _NO_EXAMPLE: Any = object()
 
 def documented(description: str, example: Any = _NO_EXAMPLE, **kwargs: Any) -> Any:
     """A field with its OpenAPI description and one example (an explicit None is a real
-    example: the field is usually null); other ``Field`` arguments pass through."""
+    example: the field is usually null); other ``Field`` arguments pass through.
+
+    An empty list or object default is made by a factory: pydantic deep-copies a mutable
+    default for every model it validates (``copy.deepcopy``: three of them were half of
+    validating a child's body, 5.0 -> 2.3 µs), where ``list()`` is a new empty one at once.
+    The schema still shows the default."""
     examples = None if example is _NO_EXAMPLE else [example]
+    default = kwargs.get("default")
+    if type(default) in (list, dict) and not default:
+        del kwargs["default"]
+        kwargs["default_factory"] = type(default)
+        kwargs["json_schema_extra"] = {
+            "default": default,
+            **(kwargs.get("json_schema_extra") or {}),
+        }
     return Field(description=description, examples=examples, **kwargs)

@@ -58,7 +58,12 @@ def _patch_field(name: str, field: FieldInfo) -> tuple[Any, FieldInfo]:
     # default never reaches the database); an explicit null is validated, and refused for the
     # fields that cannot be null.
     annotation = _NOT_NULLABLE.get(name, field.annotation)
-    copy = FieldInfo.merge_field_infos(field, default=None)
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "default" in extra:  # an empty list or object (documented)
+        extra = {key: value for key, value in extra.items() if key != "default"} or None
+    copy = FieldInfo.merge_field_infos(
+        field, default=None, default_factory=None, json_schema_extra=extra
+    )
     copy.annotation = annotation
     return annotation, copy
 
