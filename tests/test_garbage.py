@@ -14,13 +14,14 @@ import asyncio
 import gc
 import uuid
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from fastapi import FastAPI
 
+from bench.inprocess import AsgiClient
 from tests.support import TokenFactory, child_url, make_settings, started_app
 
 
@@ -48,48 +49,8 @@ async def _call(
 ) -> tuple[int, bytes]:
     """One request as a server hands it to the app: a bare ASGI call (an HTTP client's own
     objects, some of them in cycles, would be counted with the app's)."""
-    raw = orjson.dumps(body) if body is not None else b""
-    path, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(raw)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 40000),
-    }
-    received = False
-    status = 0
-    chunks: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await asyncio.Event().wait()  # never disconnects
-        raise AssertionError("unreachable")
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(chunks)
+    answer = await AsgiClient(app).request(method, path, body, headers)
+    return answer.status_code, answer.content
 
 
 def _cycles() -> Counter[str]:
