@@ -61,9 +61,9 @@ class Settings(BaseSettings):
     coalesce_lanes: int = Field(default=2, ge=1, le=8)
     # The cyclic garbage collector runs when this many more container objects have been
     # allocated than freed (Python's default: 700). The requests' objects are freed by
-    # reference counting, but the requests in flight at a time outnumber 700: with the default,
-    # a worker at concurrency 32 collected ~1,400 times in 14,000 child creations, about 6 % of
-    # its CPU, and found nothing to free. 0 keeps Python's default.
+    # reference counting, but those of the requests in flight at once outnumber 700: with the
+    # default, a worker at concurrency 32 collected 1,000-1,600 times in ~15,000 child
+    # creations, 4-7 % of its CPU, and freed next to nothing. 0 keeps Python's default.
     gc_gen0_threshold: int = Field(default=50_000, ge=0)
     # FastAPI's native OpenTelemetry (spans, metrics, logs through the global providers the
     # operator configures). Off by default: even with no provider configured, FastAPI asks the
